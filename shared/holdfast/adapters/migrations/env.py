@@ -1,0 +1,8 @@
+"""Alembic environment: migrations run on the connection `holdfast migrate` hands over."""
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, transaction_per_migration=True)
+with context.begin_transaction():
+    context.run_migrations()

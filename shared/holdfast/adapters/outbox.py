@@ -1,0 +1,95 @@
+"""The transactional outbox and the inbox (deduplication of inbound events).
+
+A state change and the event announcing it are written in the same transaction, so an event
+is never lost and never sent for a rolled-back change. Event ids are derived from the subject
+and the kind of change, so the same change always yields the same id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from holdfast.adapters import tables as t
+
+EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://holdfast.dev/events")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundEvent:
+    type: str
+    source: str
+    subject: str
+    data: dict[str, Any]
+    traceparent: str | None = None
+    key: str | None = None  # what makes the event unique, when type and subject do not
+
+    @property
+    def id(self) -> UUID:
+        return uuid5(EVENT_NAMESPACE, self.key or f"{self.type}/{self.subject}")
+
+
+def append(connection: Connection, events: Sequence[OutboundEvent], at: datetime) -> None:
+    """Add events to the outbox; one already there (same id) is left as it is."""
+    if not events:
+        return
+    statement = pg_insert(t.outbox).on_conflict_do_nothing(index_elements=["id"])
+    connection.execute(
+        statement,
+        [
+            {
+                "id": event.id,
+                "type": event.type,
+                "source": event.source,
+                "subject": event.subject,
+                "data": event.data,
+                "traceparent": event.traceparent,
+                "created_at": at,
+                "position": position,
+                "attempts": 0,
+                "next_attempt_at": at,
+                "lease_owner": None,
+                "lease_until": None,
+                "published_at": None,
+                "last_error": None,
+            }
+            for position, event in enumerate(events)
+        ],
+    )
+
+
+def inbox_seen(connection: Connection, source: str, event_id: str) -> dict[str, Any] | None:
+    """The stored reply of an event already processed, or None if it is new.
+
+    The row is only written by `inbox_record` in the effect's own transaction, so a
+    redelivery racing the first delivery loses on the primary key and is retried.
+    """
+    row = connection.execute(
+        sa.select(t.inbox.c.reply).where(t.inbox.c.source == source, t.inbox.c.event_id == event_id)
+    ).first()
+    if row is None:
+        return None
+    reply: dict[str, Any] = row.reply or {}
+    return reply
+
+
+def inbox_record(
+    connection: Connection,
+    source: str,
+    event_id: str,
+    event_type: str,
+    reply: dict[str, Any],
+    at: datetime,
+) -> None:
+    connection.execute(
+        t.inbox.insert().values(
+            source=source, event_id=event_id, type=event_type, received_at=at, reply=reply
+        )
+    )

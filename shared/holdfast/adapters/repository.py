@@ -1,0 +1,333 @@
+"""Repositories: rows in, domain objects out, and the diff of a `Book` written back.
+
+Locks are taken in one fixed order everywhere (transfers by id, then accounts by id) so that
+concurrent transactions queue instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from holdfast.adapters import tables as t
+from holdfast.domain.accounts import Account, Direction, NormalBalance, Status
+from holdfast.domain.errors import require
+from holdfast.domain.transfers import Book, Leg, State, Transfer
+
+
+def now(connection: Connection) -> datetime:
+    """The database's clock: one clock for every function instance."""
+    value: datetime = connection.execute(sa.text("SELECT now()")).scalar_one()
+    return value
+
+
+# -- accounts ---------------------------------------------------------------------------
+
+
+def _account(row: Row[Any]) -> Account:
+    m = row._mapping
+    account = Account(
+        id=m["id"],
+        currency=m["currency"],
+        owner=m["owner"],
+        normal_balance=NormalBalance(m["normal_balance"]),
+        overdraft_limit=m["overdraft_limit"],
+        metadata=m["metadata"],
+        created_at=m["created_at"],
+        status=Status(m["status"]),
+        debits_posted=m["debits_posted"],
+        credits_posted=m["credits_posted"],
+        debits_reserved=m["debits_reserved"],
+        credits_reserved=m["credits_reserved"],
+    )
+    return account
+
+
+def load_accounts(
+    connection: Connection, ids: Iterable[UUID], at: datetime, *, lock: bool
+) -> dict[UUID, Account]:
+    """Accounts by id with their lapsed holds as of `at`; locked FOR UPDATE in id order."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = sa.select(t.accounts).where(t.accounts.c.id.in_(wanted)).order_by(t.accounts.c.id)
+    if lock:
+        query = query.with_for_update()
+    accounts = {row.id: _account(row) for row in connection.execute(query)}
+    lapsed = connection.execute(
+        sa.select(t.holds.c.account_id, t.holds.c.direction, sa.func.sum(t.holds.c.amount))
+        .where(t.holds.c.account_id.in_(list(accounts)), t.holds.c.expires_at <= at)
+        .group_by(t.holds.c.account_id, t.holds.c.direction)
+    )
+    for account_id, direction, amount in lapsed:
+        account = accounts[account_id]
+        if direction == Direction.DEBIT:
+            account.debits_lapsed = int(amount)
+        else:
+            account.credits_lapsed = int(amount)
+    return accounts
+
+
+def get_account(connection: Connection, account_id: UUID, at: datetime) -> Account | None:
+    return load_accounts(connection, [account_id], at, lock=False).get(account_id)
+
+
+def insert_account(connection: Connection, account: Account) -> None:
+    connection.execute(
+        t.accounts.insert().values(
+            id=account.id,
+            currency=account.currency,
+            owner=account.owner,
+            status=str(account.status),
+            normal_balance=str(account.normal_balance),
+            overdraft_limit=account.overdraft_limit,
+            debits_posted=0,
+            credits_posted=0,
+            debits_reserved=0,
+            credits_reserved=0,
+            metadata=account.metadata,
+            created_at=account.created_at,
+            updated_at=account.created_at,
+        )
+    )
+
+
+def save_accounts(connection: Connection, accounts: Sequence[Account], at: datetime) -> None:
+    if not accounts:
+        return
+    connection.execute(
+        sa.text(
+            "UPDATE accounts SET status = :status, debits_posted = :debits_posted, "
+            "credits_posted = :credits_posted, debits_reserved = :debits_reserved, "
+            "credits_reserved = :credits_reserved, updated_at = :at WHERE id = :id"
+        ),
+        [
+            {
+                "id": a.id,
+                "status": str(a.status),
+                "debits_posted": a.debits_posted,
+                "credits_posted": a.credits_posted,
+                "debits_reserved": a.debits_reserved,
+                "credits_reserved": a.credits_reserved,
+                "at": at,
+            }
+            for a in accounts
+        ],
+    )
+
+
+# -- transfers --------------------------------------------------------------------------
+
+
+def _legs_json(legs: Sequence[Leg]) -> list[dict[str, Any]]:
+    return [
+        {
+            "debit_account_id": str(leg.debit_account_id),
+            "credit_account_id": str(leg.credit_account_id),
+            "amount": leg.amount,
+        }
+        for leg in legs
+    ]
+
+
+def _transfer(row: Row[Any]) -> Transfer:
+    m = row._mapping
+    return Transfer(
+        id=m["id"],
+        state=State(m["state"]),
+        currency=m["currency"],
+        legs=tuple(
+            Leg(UUID(leg["debit_account_id"]), UUID(leg["credit_account_id"]), leg["amount"])
+            for leg in m["legs"]
+        ),
+        timeout_s=m["timeout_s"],
+        immediate=m["immediate"],
+        metadata=m["metadata"],
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        request=m["request"],
+        confirmed_amount=m["confirmed_amount"],
+        resolved_at=m["resolved_at"],
+    )
+
+
+def load_transfers(
+    connection: Connection, ids: Iterable[UUID], *, lock: bool
+) -> dict[UUID, Transfer]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = sa.select(t.transfers).where(t.transfers.c.id.in_(wanted)).order_by(t.transfers.c.id)
+    if lock:
+        query = query.with_for_update()
+    return {row.id: _transfer(row) for row in connection.execute(query)}
+
+
+def lapsed_transfer_ids(connection: Connection, at: datetime, limit: int) -> list[UUID]:
+    """Reservations whose expiry has passed, oldest first (the sweep's next batch)."""
+    rows = connection.execute(
+        sa.select(t.transfers.c.id)
+        .where(t.transfers.c.state == "reserved", t.transfers.c.expires_at <= at)
+        .order_by(t.transfers.c.expires_at)
+        .limit(limit)
+    )
+    return [row.id for row in rows]
+
+
+def list_transfers(
+    connection: Connection,
+    *,
+    at: datetime,
+    account_ids: Sequence[UUID] | None,
+    created_by: str | None,
+    state: State | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[Transfer]:
+    """A page in (created_at, id) order, filtered by account, creator and effective state."""
+    query = sa.select(t.transfers)
+    filters: list[sa.ColumnElement[bool]] = []
+    if account_ids is not None:
+        filters.append(
+            t.transfers.c.id.in_(
+                sa.select(t.account_transfers.c.transfer_id).where(
+                    t.account_transfers.c.account_id.in_(list(account_ids))
+                )
+            )
+        )
+    if created_by is not None:
+        filters.append(t.transfers.c.created_by == created_by)
+    if state is State.EXPIRED:
+        filters.append(
+            sa.or_(
+                t.transfers.c.state == "expired",
+                sa.and_(t.transfers.c.state == "reserved", t.transfers.c.expires_at <= at),
+            )
+        )
+    elif state is State.RESERVED:
+        filters.append(sa.and_(t.transfers.c.state == "reserved", t.transfers.c.expires_at > at))
+    elif state is not None:
+        filters.append(t.transfers.c.state == str(state))
+    if after is not None:
+        filters.append(
+            sa.tuple_(t.transfers.c.created_at, t.transfers.c.id)
+            > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
+        )
+    query = query.where(*filters).order_by(t.transfers.c.created_at, t.transfers.c.id).limit(limit)
+    return [_transfer(row) for row in connection.execute(query)]
+
+
+def save_book(connection: Connection, book: Book) -> None:
+    """Write everything a Book changed, in a handful of multi-row statements."""
+    new = [book.transfers[i] for i in sorted(book.new_transfers)]
+    changed = [book.transfers[i] for i in sorted(book.changed_transfers - book.new_transfers)]
+    if new:
+        connection.execute(
+            t.transfers.insert(),
+            [
+                {
+                    "id": x.id,
+                    "state": str(x.state),
+                    "currency": x.currency,
+                    "legs": _legs_json(x.legs),
+                    "amount": x.amount,
+                    "timeout_s": x.timeout_s,
+                    "immediate": x.immediate,
+                    "metadata": x.metadata,
+                    "request": x.request,
+                    "created_by": x.created_by,
+                    "created_at": x.created_at,
+                    "expires_at": x.expires_at,
+                    "confirmed_amount": x.confirmed_amount,
+                    "resolved_at": x.resolved_at,
+                }
+                for x in new
+            ],
+        )
+        links = [
+            {"account_id": a, "created_at": x.created_at, "transfer_id": x.id}
+            for x in new
+            for a in sorted(x.account_ids())
+        ]
+        if links:
+            connection.execute(t.account_transfers.insert(), links)
+    if changed:
+        connection.execute(
+            sa.text(
+                "UPDATE transfers SET state = :state, confirmed_amount = :confirmed_amount, "
+                "resolved_at = :resolved_at WHERE id = :id"
+            ),
+            [
+                {
+                    "id": x.id,
+                    "state": str(x.state),
+                    "confirmed_amount": x.confirmed_amount,
+                    "resolved_at": x.resolved_at,
+                }
+                for x in changed
+            ],
+        )
+    _save_holds(connection, book)
+    if book.entries:
+        connection.execute(
+            t.ledger_entries.insert(),
+            [
+                {
+                    "id": e.id,
+                    "transfer_id": e.transfer_id,
+                    "leg": e.leg,
+                    "direction": str(e.direction),
+                    "account_id": e.account_id,
+                    "amount": e.amount,
+                    "currency": e.currency,
+                    "posted_at": e.posted_at,
+                }
+                for e in book.entries
+            ],
+        )
+        connection.execute(
+            t.ledger_unsequenced.insert(),
+            [{"entry_id": e.id, "posted_at": e.posted_at} for e in book.entries],
+        )
+    save_accounts(connection, [book.accounts[i] for i in sorted(book.changed_accounts)], book.now)
+
+
+def _save_holds(connection: Connection, book: Book) -> None:
+    released = set(book.released_holds)
+    created = [i for i in book.new_holds if i not in released]
+    gone = sorted(released - set(book.new_holds))
+    if gone:
+        connection.execute(t.holds.delete().where(t.holds.c.transfer_id.in_(gone)))
+    rows: list[dict[str, Any]] = []
+    for transfer_id in created:
+        transfer = book.transfers[transfer_id]
+        require(transfer.expires_at is not None, "a hold needs an expiry")
+        per_account: dict[tuple[UUID, str], int] = {}
+        for leg in transfer.legs:
+            for key in ((leg.debit_account_id, "debit"), (leg.credit_account_id, "credit")):
+                per_account[key] = per_account.get(key, 0) + leg.amount
+        rows.extend(
+            {
+                "transfer_id": transfer_id,
+                "account_id": account_id,
+                "direction": direction,
+                "amount": amount,
+                "expires_at": transfer.expires_at,
+            }
+            for (account_id, direction), amount in per_account.items()
+        )
+    if rows:
+        connection.execute(t.holds.insert(), rows)
+
+
+def owned_account_ids(connection: Connection, owner: str) -> list[UUID]:
+    rows = connection.execute(
+        sa.select(t.accounts.c.id).where(t.accounts.c.owner == owner).limit(10_000)
+    )
+    return [row.id for row in rows]

@@ -1,0 +1,128 @@
+"""Bearer tokens: verification (JWKS, EdDSA or ES256) and the local dev issuer.
+
+Verification pins the algorithm to the key's type (no `alg: none`, no algorithm confusion),
+requires `exp`, `iat`, `sub`, `iss` and `aud`, and checks issuer and audience. Keys come from a
+JWKS file or URL in production; `holdfast dev` uses a dev issuer key kept in HOLDFAST_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from holdfast.domain.actors import Actor
+from holdfast.domain.errors import Unauthorized
+
+ALGORITHMS = ("EdDSA", "ES256")
+SCOPES = frozenset(
+    {
+        "accounts:read",
+        "accounts:write",
+        "transfers:read",
+        "transfers:write",
+        "ledger:read",
+        "operator",
+    }
+)
+DEV_KEY_ID = "holdfast-dev-1"
+LEEWAY_S = 30
+
+
+class TokenVerifier:
+    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str) -> None:
+        self.keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id}
+        self.issuer = issuer
+        self.audience = audience
+
+    @classmethod
+    def from_url(cls, url: str, *, issuer: str, audience: str) -> TokenVerifier:
+        client = jwt.PyJWKClient(url, cache_keys=True, timeout=5)
+        jwks: dict[str, Any] = client.fetch_data()
+        return cls(jwks, issuer=issuer, audience=audience)
+
+    def verify(self, header_value: str | None) -> Actor:
+        if not header_value or not header_value.startswith("Bearer "):
+            raise Unauthorized("a bearer token is required")
+        token = header_value.removeprefix("Bearer ").strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self.keys.get(str(header.get("kid")))
+            if key is None or header.get("alg") not in ALGORITHMS:
+                raise Unauthorized("the token is not signed by a trusted key")
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.PyJWTError as error:
+            raise Unauthorized(f"invalid token: {error}") from error
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise Unauthorized("invalid token: empty subject")
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise Unauthorized("invalid token: scope must be a string")
+        return Actor(sub=sub, scopes=frozenset(scope.split()) & SCOPES)
+
+
+class DevIssuer:
+    """The local issuer of `holdfast token`: an Ed25519 key under HOLDFAST_HOME/keys."""
+
+    def __init__(self, home: Path, *, issuer: str, audience: str) -> None:
+        self.path = home / "keys" / "dev-issuer-ed25519.pem"
+        self.issuer = issuer
+        self.audience = audience
+
+    def private_key(self) -> Ed25519PrivateKey:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_bytes(pem)
+            tmp.chmod(0o600)
+            tmp.replace(self.path)
+        loaded = serialization.load_pem_private_key(self.path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{self.path} is not an Ed25519 key")
+        return loaded
+
+    def jwks(self) -> dict[str, Any]:
+        public = self.private_key().public_key()
+        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public))
+        jwk.update({"kid": DEV_KEY_ID, "alg": "EdDSA", "use": "sig"})
+        return {"keys": [jwk]}
+
+    def write_jwks(self) -> Path:
+        path = self.path.parent / "dev-jwks.json"
+        path.write_text(json.dumps(self.jwks()))
+        return path
+
+    def issue(self, sub: str, scope: str, ttl_s: int = 3600) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": sub,
+            "scope": scope,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_s,
+        }
+        return jwt.encode(
+            claims, self.private_key(), algorithm="EdDSA", headers={"kid": DEV_KEY_ID}
+        )

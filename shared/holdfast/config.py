@@ -1,0 +1,39 @@
+"""Configuration from the environment, read once per process. Every variable is documented
+in the README ("Configuration"); the deployment tests check each is set in the manifests or
+has a default here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    database_url: str | None
+    jwt_issuer: str
+    jwt_audience: str
+    jwks_file: Path | None
+    jwks_url: str | None
+    db_pool_size: int
+    fault_serialization_rate: float
+    k_sink: str | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("HOLDFAST_HOME", ".holdfast")).resolve()
+        jwks_file = env.get("HOLDFAST_JWKS_FILE")
+        return cls(
+            home=home,
+            database_url=env.get("HOLDFAST_DATABASE_URL") or None,
+            jwt_issuer=env.get("HOLDFAST_JWT_ISSUER", "holdfast-dev"),
+            jwt_audience=env.get("HOLDFAST_JWT_AUDIENCE", "holdfast"),
+            jwks_file=Path(jwks_file) if jwks_file else None,
+            jwks_url=env.get("HOLDFAST_JWKS_URL") or None,
+            db_pool_size=int(env.get("HOLDFAST_DB_POOL_SIZE", "8")),
+            fault_serialization_rate=float(env.get("HOLDFAST_FAULT_SERIALIZATION_RATE", "0")),
+            k_sink=env.get("K_SINK") or None,
+        )

@@ -1,0 +1,1 @@
+"""Entry points: HTTP and CloudEvents adapters for the functions, the CLI, `holdfast dev`."""

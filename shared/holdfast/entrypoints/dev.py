@@ -1,0 +1,153 @@
+"""`holdfast dev`: everything on one machine, in the foreground.
+
+Starts the database (embedded unless HOLDFAST_DATABASE_URL is set), migrates it, starts each
+function in its own functions-framework process, then serves the gateway. Ctrl-C or SIGTERM
+stops the gateway, then the functions, then the embedded database: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
+
+from holdfast.adapters.database import EmbeddedPostgres, create_engine, migrate
+from holdfast.adapters.tokens import DevIssuer
+from holdfast.config import Settings
+from holdfast.entrypoints import gateway
+from holdfast.entrypoints.ingress import Ingress, load_triggers
+
+FUNCTIONS = ("accounts", "transfers", "ledger")
+READY_TIMEOUT_S = 60.0
+
+
+def project_dir() -> Path:
+    """Where functions/ and knative/ live: HOLDFAST_PROJECT_DIR or the source checkout."""
+    configured = os.environ.get("HOLDFAST_PROJECT_DIR")
+    return Path(configured) if configured else Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if `holdfast dev` dies without cleaning up."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_function(name: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    source = project_dir() / "functions" / name / "main.py"
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            f"--target={name}",
+            f"--source={source}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+        ],
+        env=env,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet in the child
+    )
+
+
+def wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    waiting = dict(urls)
+    while waiting:
+        for name, url in list(waiting.items()):
+            if processes[name].poll() is not None:
+                raise RuntimeError(f"the {name} function exited with {processes[name].returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    del waiting[name]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"functions not ready: {', '.join(waiting)}")
+        time.sleep(0.05)
+
+
+def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run(port: int, settings: Settings) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    embedded = None
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    # SIGTERM ends the process the way Ctrl-C does, so the `finally` below always runs.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        url = settings.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(settings.home)
+            url = embedded.start()
+        engine = create_engine(url, pool_size=1)
+        migrate(engine)
+        engine.dispose()
+        issuer = DevIssuer(
+            settings.home, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+        env = {
+            **os.environ,
+            "HOLDFAST_HOME": str(settings.home),
+            "HOLDFAST_DATABASE_URL": url,
+            "HOLDFAST_JWKS_FILE": str(issuer.write_jwks()),
+        }
+        listener = socket.create_server(("127.0.0.1", port))
+        ports = {name: free_port() for name in FUNCTIONS}
+        upstreams = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+        processes = {name: start_function(name, ports[name], env) for name in FUNCTIONS}
+        wait_ready(upstreams, processes)
+        ingress = Ingress(
+            load_triggers(project_dir() / "knative"), upstreams, settings.home / "dead-letter.jsonl"
+        )
+
+        async def accept(client: httpx.AsyncClient, request: Request) -> Response:
+            status = ingress.accept(client, dict(request.headers), await request.body())
+            return Response(status_code=status)
+
+        app = gateway.build(
+            upstreams,
+            ingress=accept,
+            ticks=(
+                gateway.Tick("transfers", '{"task":"expire"}'),
+                gateway.Tick("ledger", '{"task":"seal"}'),
+            ),
+        )
+        print(f"Holdfast is running at http://127.0.0.1:{port}", flush=True)
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        )
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(processes)
+        if embedded is not None:
+            embedded.stop()
+        print("Holdfast stopped.", flush=True)

@@ -1,0 +1,72 @@
+"""What a function process builds once and keeps: settings, the database, the token verifier."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+
+from holdfast.adapters.database import Database, FaultInjector, create_engine
+from holdfast.adapters.tokens import DevIssuer, TokenVerifier
+from holdfast.config import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    verifier: TokenVerifier
+
+    @classmethod
+    def from_settings(cls, settings: Settings, application_name: str = "holdfast") -> Runtime:
+        if settings.database_url is None:
+            raise RuntimeError(
+                "HOLDFAST_DATABASE_URL is not set (holdfast dev sets it for the functions)"
+            )
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            application_name=application_name,
+        )
+        faults = (
+            FaultInjector(settings.fault_serialization_rate)
+            if settings.fault_serialization_rate > 0
+            else None
+        )
+        return cls(
+            settings=settings, db=Database(engine, faults=faults), verifier=verifier(settings)
+        )
+
+
+def verifier(settings: Settings) -> TokenVerifier:
+    if settings.jwks_url:
+        return TokenVerifier.from_url(
+            settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        )
+    if settings.jwks_file:
+        jwks = json.loads(settings.jwks_file.read_text())
+    else:  # local development: trust the dev issuer kept in HOLDFAST_HOME
+        jwks = DevIssuer(
+            settings.home, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        ).jwks()
+    return TokenVerifier(jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def current(application_name: str) -> Runtime:
+    """The process-wide runtime, built on first use (after the function process started)."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.from_settings(Settings.from_env(), application_name)
+        return _runtime
+
+
+def install(runtime: Runtime | None) -> None:
+    """Replace the process-wide runtime (tests)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

@@ -1,0 +1,247 @@
+"""The thin HTTP and CloudEvents adapter shared by the three functions.
+
+`Api(request)` is what a function's `main.py` hands functions-framework. It routes by path,
+checks the bearer token and scope, parses JSON into request models, calls one handler and
+maps its answer or error to a response:
+
+    GET  /healthz, /readyz              no token (probes)
+    POST /                              CloudEvents (binary or structured), trusted network
+    *    /v1/...                        bearer token + scope, problem+json on error
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from cloudevents import exceptions as ce_exceptions
+from cloudevents.http import CloudEvent, from_http, to_binary
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from holdfast import limits
+from holdfast.domain.actors import Actor
+from holdfast.domain.errors import BusinessError, TransientError, Unauthorized
+from holdfast.entrypoints import runtime as runtime_module
+from holdfast.entrypoints.problems import from_business_error, problem
+from holdfast.entrypoints.runtime import Runtime
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=63072000",
+}
+
+
+class HttpProblem(Exception):
+    """An error detected by the adapter itself (bad JSON, missing scope, too large)."""
+
+    def __init__(self, code: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.body = problem(code, title, detail, **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    request: Request
+    runtime: Runtime
+    actor: Actor
+    args: Mapping[str, Any]
+
+    def body(self, model: type[M], *, empty_ok: bool = False) -> M:
+        return parse_model(model, self.json(empty_ok=empty_ok))
+
+    def json(self, *, empty_ok: bool = False) -> Any:
+        raw = self.request.get_data(cache=True)
+        if not raw.strip():
+            if empty_ok:
+                return {}
+            raise HttpProblem("malformed_request", "Malformed request", "a JSON body is required")
+        return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HttpProblem(
+            "malformed_request", "Malformed JSON", f"the body is not JSON: {error}"
+        ) from error
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise HttpProblem(
+            "validation_error",
+            "Invalid input",
+            "; ".join(_describe(e) for e in error.errors()[:10]),
+            errors=[
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in error.errors(include_url=False, include_input=False)
+            ],
+        ) from error
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    rule: str
+    methods: tuple[str, ...]
+    scope: str
+    handler: Callable[[Call], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class EventReply:
+    """How a CloudEvent was answered: 200 with an optional reply event."""
+
+    reply: CloudEvent | None = None
+
+
+EventHandler = Callable[[Runtime, CloudEvent], EventReply]
+
+
+class Api:
+    def __init__(
+        self,
+        name: str,
+        routes: list[Route],
+        events: Mapping[str, EventHandler] | None = None,
+    ) -> None:
+        self.name = name
+        self.routes = {f"{r.rule} {m}": r for r in routes for m in r.methods}
+        self.url_map = Map([Rule(r.rule, methods=list(r.methods), endpoint=r.rule) for r in routes])
+        self.events = dict(events or {})
+
+    def runtime(self) -> Runtime:
+        return runtime_module.current(self.name)
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            return self._dispatch(request)
+        except HttpProblem as error:
+            return json_response(error.status, error.body, problem_json=True)
+        except BusinessError as error:
+            return json_response(*from_business_error(error), problem_json=True)
+        except Unauthorized as error:
+            status, body = problem("unauthorized", "Unauthorized", str(error))
+            return json_response(
+                status, body, problem_json=True, headers={"WWW-Authenticate": "Bearer"}
+            )
+        except TransientError as error:
+            log.warning("transient failure after retries: %s", error)
+            status, body = problem("unavailable", "Try again", "the database is busy; retry")
+            return json_response(status, body, problem_json=True, headers={"Retry-After": "1"})
+
+    def _dispatch(self, request: Request) -> Response:
+        path = request.path
+        if path == "/healthz":
+            return json_response(200, {"status": "ok"})
+        if path == "/readyz":
+            return self._ready()
+        if path == "/" and request.method == "POST":
+            return self._event(request)
+        if (request.content_length or 0) > limits.request_body_bytes_max:
+            raise HttpProblem("payload_too_large", "Payload too large", "the body is too large")
+        adapter = self.url_map.bind("holdfast", path_info=path)
+        try:
+            endpoint, args = adapter.match(method=request.method)
+        except NotFound as error:
+            raise HttpProblem("not_found", "Not found", f"no route for {path}") from error
+        except MethodNotAllowed as error:
+            raise HttpProblem(
+                "method_not_allowed", "Method not allowed", f"{request.method} {path}"
+            ) from error
+        route = self.routes[f"{endpoint} {request.method}"]
+        runtime = self.runtime()
+        actor = runtime.verifier.verify(request.headers.get("Authorization"))
+        if route.scope not in actor.scopes:
+            raise HttpProblem(
+                "insufficient_scope",
+                "Insufficient scope",
+                f"this call needs the {route.scope} scope",
+            )
+        reply = route.handler(Call(request, runtime, actor, args))
+        return json_response(reply.status, reply.body, headers=reply.headers)
+
+    def _ready(self) -> Response:
+        try:
+            with self.runtime().db.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except Exception as error:
+            log.warning("not ready: %s", error)
+            return json_response(503, {"status": "unavailable"})
+        return json_response(200, {"status": "ready"})
+
+    def _event(self, request: Request) -> Response:
+        if (request.content_length or 0) > limits.event_bytes_max:
+            raise HttpProblem("payload_too_large", "Event too large", "the event is over 64 KiB")
+        data = request.get_data(cache=True)
+        if len(data) > limits.event_bytes_max:
+            raise HttpProblem("payload_too_large", "Event too large", "the event is over 64 KiB")
+        try:
+            event = from_http(dict(request.headers), data)
+        except (ce_exceptions.GenericException, ValueError, TypeError) as error:
+            raise HttpProblem("malformed_request", "Malformed CloudEvent", str(error)) from error
+        handler = self.events.get(str(event["type"]))
+        if handler is None:
+            raise HttpProblem(
+                "malformed_request",
+                "Unknown event type",
+                f"{self.name} does not take {event['type']}",
+            )
+        answer = handler(self.runtime(), event)
+        if answer.reply is None:
+            return Response(status=200)
+        headers, body = to_binary(answer.reply)
+        return Response(body, status=200, headers=headers)
+
+
+def json_response(
+    status: int,
+    body: Any,
+    *,
+    problem_json: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    response = Response(
+        json.dumps(body, separators=(",", ":")),
+        status=status,
+        mimetype="application/problem+json" if problem_json else "application/json",
+    )
+    response.headers.update(SECURITY_HEADERS)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def event_data(event: CloudEvent) -> Any:
+    """The data of an inbound event as JSON, or a 400 problem."""
+    data = event.get_data()
+    if isinstance(data, bytes | str):
+        return parse_json(data.encode() if isinstance(data, str) else data)
+    return data

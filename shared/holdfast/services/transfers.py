@@ -1,0 +1,176 @@
+"""Use cases of the transfers function: TCC operations, reads, and the expiry sweep.
+
+`execute` runs any number of reserve/confirm/cancel operations in one transaction: it loads
+the transfers they name and every account involved (locked in id order), applies each
+operation to an in-memory `Book` in the order given, and writes the result with a handful of
+multi-row statements. A single HTTP call is a batch of one; the batch endpoint and the event
+handler share the same path. Each operation's answer is what it would have been alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy.engine import Connection
+
+from holdfast import limits
+from holdfast.adapters import outbox, repository
+from holdfast.adapters.database import Database
+from holdfast.domain.actors import SYSTEM, Actor
+from holdfast.domain.errors import BusinessError, TransferNotFound
+from holdfast.domain.transfers import (
+    Answer,
+    Book,
+    Command,
+    ReserveCommand,
+    State,
+    Transfer,
+    TransferEvent,
+)
+from holdfast.services.views import transfer_view
+
+SOURCE = "/holdfast/transfers"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    command: Command
+    actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One operation's result: an answer or the business error it was refused with."""
+
+    answer: Answer | None
+    error: BusinessError | None
+    at: datetime
+
+    def body(self) -> dict[str, object]:
+        if self.answer is None:
+            raise ValueError("a refused operation has no body")
+        answer = self.answer
+        # The reserve answer is the state it left the transfer in; later reads show the rest.
+        return transfer_view(answer.transfer, None if answer.operation == "reserve" else self.at)
+
+
+def execute(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
+    """Apply operations in order, in one transaction (retried as a whole on 40001)."""
+    return db.run(lambda connection: apply(connection, operations))
+
+
+def apply(connection: Connection, operations: Sequence[Operation]) -> list[Outcome]:
+    """The body of `execute`, for callers that already hold a transaction (events)."""
+    at = repository.now(connection)
+    transfer_ids = {op.command.id for op in operations}
+    transfers = repository.load_transfers(connection, transfer_ids, lock=True)
+    account_ids = {a for x in transfers.values() for a in x.account_ids()}
+    for op in operations:
+        if isinstance(op.command, ReserveCommand):
+            for leg in op.command.legs:
+                account_ids.update((leg.debit_account_id, leg.credit_account_id))
+    accounts = repository.load_accounts(connection, account_ids, at, lock=True)
+    book = Book(now=at, accounts=accounts, transfers=transfers)
+    outcomes: list[Outcome] = []
+    for op in operations:
+        try:
+            outcomes.append(Outcome(book.apply(op.command, op.actor), None, at))
+        except BusinessError as error:
+            outcomes.append(Outcome(None, error, at))
+    repository.save_book(connection, book)
+    outbox.append(connection, [_event(e, at) for e in book.events], at)
+    return outcomes
+
+
+def _event(event: TransferEvent, at: datetime) -> outbox.OutboundEvent:
+    return outbox.OutboundEvent(
+        type=f"dev.holdfast.transfer.{event.kind}.v1",
+        source=SOURCE,
+        subject=str(event.transfer.id),
+        data=transfer_view(event.transfer, None),
+    )
+
+
+def get_transfer(db: Database, transfer_id: UUID, actor: Actor) -> tuple[Transfer, datetime]:
+    def work(connection: Connection) -> tuple[Transfer, datetime]:
+        at = repository.now(connection)
+        transfer = repository.load_transfers(connection, [transfer_id], lock=False).get(transfer_id)
+        if transfer is None or not _may_read(connection, transfer, actor, at):
+            raise TransferNotFound(f"transfer {transfer_id} not found")
+        return transfer, at
+
+    return db.run(work)
+
+
+def _may_read(connection: Connection, transfer: Transfer, actor: Actor, at: datetime) -> bool:
+    """A customer sees the transfers that touch one of their accounts (or that they fenced)."""
+    if actor.is_operator:
+        return True
+    if transfer.fenced:
+        return transfer.created_by == actor.sub
+    accounts = repository.load_accounts(connection, transfer.account_ids(), at, lock=False)
+    return any(actor.owns(a.owner) for a in accounts.values())
+
+
+def list_transfers(
+    db: Database,
+    actor: Actor,
+    *,
+    account_id: UUID | None,
+    state: State | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> tuple[list[Transfer], datetime]:
+    def work(connection: Connection) -> tuple[list[Transfer], datetime]:
+        at = repository.now(connection)
+        account_ids: list[UUID] | None = None
+        created_by = None
+        if account_id is not None:
+            account = repository.get_account(connection, account_id, at)
+            if account is None or not actor.owns(account.owner):
+                return [], at
+            account_ids = [account_id]
+        elif not actor.is_operator:
+            account_ids = repository.owned_account_ids(connection, actor.sub)
+            if not account_ids:
+                created_by = actor.sub
+        page = repository.list_transfers(
+            connection,
+            at=at,
+            account_ids=account_ids,
+            created_by=created_by,
+            state=state,
+            after=after,
+            limit=limit,
+        )
+        return page, at
+
+    return db.run(work)
+
+
+def sweep_expired(db: Database, batch_max: int = limits.expiry_sweep_batch_max) -> int:
+    """Move lapsed reservations to `expired` in one bounded batch; return how many."""
+
+    def work(connection: Connection) -> int:
+        at = repository.now(connection)
+        ids = repository.lapsed_transfer_ids(connection, at, batch_max)
+        if not ids:
+            return 0
+        transfers = repository.load_transfers(connection, ids, lock=True)
+        account_ids = {a for x in transfers.values() for a in x.account_ids()}
+        accounts = repository.load_accounts(connection, account_ids, at, lock=True)
+        book = Book(now=at, accounts=accounts, transfers=transfers)
+        for transfer in transfers.values():
+            if transfer.state is State.RESERVED and transfer.lapsed(at):
+                book.expire(transfer.id)
+        repository.save_book(connection, book)
+        outbox.append(connection, [_event(e, at) for e in book.events], at)
+        return len(book.events)
+
+    return db.run(work)
+
+
+__all__ = ["SYSTEM", "Operation", "Outcome", "execute", "get_transfer", "sweep_expired"]
