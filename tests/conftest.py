@@ -1,0 +1,180 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or HOLDFAST_DATABASE_URL), one fresh database
+per test cloned from a migrated template, tokens from a test issuer, and the functions served
+by functions-framework's own app factory."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from holdfast.adapters.database import (
+    Database,
+    EmbeddedPostgres,
+    create_engine,
+    migrate,
+    sqlalchemy_url,
+    with_database,
+)
+from holdfast.adapters.tokens import DevIssuer, TokenVerifier
+from holdfast.config import Settings
+from holdfast.entrypoints import runtime as runtime_module
+from holdfast.entrypoints.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = "holdfast_template"
+ALL_SCOPES = "accounts:read accounts:write transfers:read transfers:write ledger:read"
+
+
+def _admin(url: str) -> sa.Engine:
+    return sa.create_engine(sqlalchemy_url(url), isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: HOLDFAST_DATABASE_URL's, or an embedded one for this worker."""
+    configured = os.environ.get("HOLDFAST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> str:
+    admin = _admin(server_url)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}"'))
+        connection.execute(sa.text(f'CREATE DATABASE "{TEMPLATE}"'))
+    admin.dispose()
+    url = with_database(server_url, TEMPLATE)
+    engine = create_engine(url, pool_size=1)
+    migrate(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = _admin(server_url)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(create_engine(database_url, pool_size=8))
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def issuer(tmp_path: Path) -> DevIssuer:
+    return DevIssuer(tmp_path / "home", issuer="holdfast-test", audience="holdfast")
+
+
+@pytest.fixture
+def runtime(db: Database, issuer: DevIssuer, tmp_path: Path) -> Iterator[Runtime]:
+    settings = Settings.from_env(
+        {"HOLDFAST_HOME": str(tmp_path / "home"), "HOLDFAST_JWT_ISSUER": "holdfast-test"}
+    )
+    verifier = TokenVerifier(issuer.jwks(), issuer="holdfast-test", audience="holdfast")
+    rt = Runtime(settings=settings, db=db, verifier=verifier)
+    runtime_module.install(rt)
+    try:
+        yield rt
+    finally:
+        runtime_module.install(None)
+
+
+class Api:
+    """A function served by functions-framework's app, with a token of chosen scopes."""
+
+    def __init__(self, client: Any, issuer: DevIssuer) -> None:
+        self.client = client
+        self.issuer = issuer
+
+    def token(self, sub: str = "alice", scope: str = ALL_SCOPES) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.issuer.issue(sub, scope)}"}
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        sub: str = "alice",
+        scope: str = ALL_SCOPES,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Any:
+        all_headers = {**self.token(sub, scope), **(headers or {})}
+        kwargs: dict[str, Any] = {"headers": all_headers}
+        if raw is not None:
+            kwargs["data"] = raw
+        elif body is not None:
+            kwargs["json"] = body
+        return self.client.open(path, method=method, **kwargs)
+
+
+def function_client(name: str) -> Any:
+    import functions_framework
+
+    app = functions_framework.create_app(
+        target=name, source=str(ROOT / "functions" / name / "main.py")
+    )
+    return app.test_client()
+
+
+@pytest.fixture
+def accounts_api(runtime: Runtime, issuer: DevIssuer) -> Api:
+    return Api(function_client("accounts"), issuer)
+
+
+@pytest.fixture
+def transfers_api(runtime: Runtime, issuer: DevIssuer) -> Api:
+    return Api(function_client("transfers"), issuer)
+
+
+def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every Holdfast table: to show a rejected request changed nothing."""
+    tables = [
+        "accounts",
+        "transfers",
+        "account_transfers",
+        "holds",
+        "ledger_entries",
+        "ledger_unsequenced",
+        "outbox",
+        "inbox",
+    ]
+    with db.engine.connect() as connection:
+        return {
+            name: sorted(
+                (
+                    tuple(str(v) for v in row)
+                    for row in connection.execute(sa.text(f"SELECT * FROM {name}"))
+                ),
+            )
+            for name in tables
+        }
