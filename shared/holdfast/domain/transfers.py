@@ -246,10 +246,10 @@ class Book:
             transfer.confirmed_amount = transfer.amount
             transfer.resolved_at = self.now
             self._post_entries(transfer, transfer.legs)
-            self.events.append(TransferEvent("confirmed", transfer))
+            self.events.append(TransferEvent("confirmed", copy.copy(transfer)))
         else:
             self.new_holds.append(transfer.id)
-            self.events.append(TransferEvent("reserved", transfer))
+            self.events.append(TransferEvent("reserved", copy.copy(transfer)))
         self.transfers[transfer.id] = transfer
         self.new_transfers.add(transfer.id)
         for account_id, direction in deltas:
@@ -260,7 +260,7 @@ class Book:
                 or account.available >= -account.overdraft_limit,
                 f"account {account_id} broke its limit after a checked reservation",
             )
-        return Answer("reserve", transfer)
+        return Answer("reserve", transfer.as_reserved())
 
     def confirm(self, command: ConfirmCommand, actor: Actor) -> Answer:
         transfer = self._visible_transfer(command.id, actor)
@@ -278,7 +278,7 @@ class Book:
         if transfer.state is State.CONFIRMED:
             if transfer.confirmed_amount != amount:
                 raise ExistsWithDifferentFields("confirm", ["amount"])
-            return Answer("confirm", transfer)
+            return Answer("confirm", copy.copy(transfer))
         if transfer.state is State.CANCELLED:
             raise TransferCancelled(f"transfer {transfer.id} was cancelled")
         if transfer.state is State.RESERVED and transfer.lapsed(self.now):
@@ -296,8 +296,8 @@ class Book:
         transfer.confirmed_amount = amount
         transfer.resolved_at = self.now
         self.changed_transfers.add(transfer.id)
-        self.events.append(TransferEvent("confirmed", transfer))
-        return Answer("confirm", transfer)
+        self.events.append(TransferEvent("confirmed", copy.copy(transfer)))
+        return Answer("confirm", copy.copy(transfer))
 
     def cancel(self, command: CancelCommand, actor: Actor) -> Answer:
         if command.id not in self.transfers:
@@ -312,8 +312,8 @@ class Book:
             transfer.state = State.CANCELLED
             transfer.resolved_at = self.now
             self.changed_transfers.add(transfer.id)
-            self.events.append(TransferEvent("cancelled", transfer))
-        return Answer("cancel", transfer)
+            self.events.append(TransferEvent("cancelled", copy.copy(transfer)))
+        return Answer("cancel", copy.copy(transfer))
 
     def expire(self, transfer_id: UUID) -> None:
         """Release the holds of a lapsed reservation and mark it expired."""
@@ -326,7 +326,7 @@ class Book:
         transfer.state = State.EXPIRED
         transfer.resolved_at = transfer.expires_at
         self.changed_transfers.add(transfer.id)
-        self.events.append(TransferEvent("expired", transfer))
+        self.events.append(TransferEvent("expired", copy.copy(transfer)))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -411,8 +411,8 @@ class Book:
         )
         self.transfers[transfer_id] = transfer
         self.new_transfers.add(transfer_id)
-        self.events.append(TransferEvent("cancelled", transfer))
-        return Answer("cancel", transfer)
+        self.events.append(TransferEvent("cancelled", copy.copy(transfer)))
+        return Answer("cancel", copy.copy(transfer))
 
     def _release_holds(self, transfer: Transfer, *, lapsed: bool) -> None:
         for (account_id, direction), amount in _deltas(transfer.legs).items():
