@@ -44,6 +44,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
     url = embedded.start()
+    # A throwaway test server need not survive a power cut: skip the flushes (not in dev/bench).
+    admin = _admin(url)
+    with admin.connect() as connection:
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            connection.execute(sa.text(f"ALTER SYSTEM SET {setting}"))
+        connection.execute(sa.text("SELECT pg_reload_conf()"))
+    admin.dispose()
     try:
         yield url
     finally:

@@ -1,0 +1,319 @@
+"""Property-based stateful test: random TCC sequences against a simple reference model.
+
+Hypothesis drives reserve / confirm / cancel / expiry / sweep / replay on the real database
+and a plain-Python model side by side. After every step: the database agrees with the model,
+per currency the posted balances sum to zero, no account breaks its limit, every confirmed
+transfer has balanced entries and no hold outlives its transfer. The same machine runs again
+with serialization failures injected into a share of the transactions.
+
+Expiry without waiting: a rule moves one reservation's `expires_at` into the past (the test's
+stand-in for the clock passing it), then the model treats it as lapsed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from holdfast.adapters.database import Database, FaultInjector, create_engine, with_database
+from holdfast.domain.accounts import NormalBalance, OpenAccount
+from holdfast.domain.actors import Actor
+from holdfast.domain.transfers import CancelCommand, ConfirmCommand, Leg, ReserveCommand
+from holdfast.services import accounts, transfers
+from holdfast.services.transfers import Operation
+from tests.integration.helpers import check_invariants
+
+OPS = Actor("ops", frozenset({"operator"}))
+LIMITS = [0, 0, 50, None]
+
+
+@dataclass
+class ModelTransfer:
+    legs: list[tuple[int, int, int]]  # (debit index, credit index, amount)
+    state: str  # reserved, confirmed, cancelled, expired, fenced
+    lapsed: bool = False
+    confirmed: int = 0
+
+
+@dataclass
+class Model:
+    posted: list[int] = field(default_factory=lambda: [0] * len(LIMITS))
+    transfers: dict[uuid.UUID, ModelTransfer] = field(default_factory=dict)
+
+    def held(self, index: int) -> int:
+        return sum(
+            amount
+            for t in self.transfers.values()
+            if t.state == "reserved" and not t.lapsed
+            for debit, _, amount in t.legs
+            if debit == index
+        )
+
+    def available(self, index: int) -> int:
+        return self.posted[index] - self.held(index)
+
+    def fits(self, legs: list[tuple[int, int, int]]) -> bool:
+        need: dict[int, int] = {}
+        for debit, _, amount in legs:
+            need[debit] = need.get(debit, 0) + amount
+        return all(
+            LIMITS[d] is None or self.available(d) - n >= -(LIMITS[d] or 0) for d, n in need.items()
+        )
+
+
+class TransferMachine(RuleBasedStateMachine):
+    database_factory: object = None
+    fault_rate = 0.0
+    ids = Bundle("transfer_ids")
+
+    def __init__(self) -> None:
+        super().__init__()
+        url = self.database_factory()  # type: ignore[operator]
+        faults = FaultInjector(self.fault_rate, seed=1) if self.fault_rate else None
+        self.db = Database(create_engine(url, pool_size=2), faults=faults)
+        self.model = Model()
+        self.accounts: list[uuid.UUID] = []
+        self.last_reserve: dict[uuid.UUID, ReserveCommand] = {}
+
+    def teardown(self) -> None:
+        self.db.dispose()
+
+    @initialize()
+    def open_and_fund(self) -> None:
+        bank = uuid.uuid4()
+        accounts.open_account(
+            self.db, OpenAccount(bank, "EUR", "bank", NormalBalance.CREDIT, None, {}), OPS
+        )
+        for index, limit in enumerate(LIMITS):
+            account = uuid.uuid4()
+            accounts.open_account(
+                self.db, OpenAccount(account, "EUR", "c", NormalBalance.CREDIT, limit, {}), OPS
+            )
+            self.accounts.append(account)
+            if limit is not None:
+                funding = ReserveCommand(
+                    uuid.uuid4(), "EUR", (Leg(bank, account, 300),), 60, True, {}, {"f": 1}
+                )
+                assert self.execute(funding).error is None
+                self.model.posted[index] += 300
+        self.bank = bank
+
+    def execute(self, command: object) -> transfers.Outcome:
+        return transfers.execute(self.db, [Operation(command, OPS)])[0]  # type: ignore[arg-type]
+
+    def command(
+        self, id_: uuid.UUID, legs: list[tuple[int, int, int]], immediate: bool
+    ) -> ReserveCommand:
+        return ReserveCommand(
+            id_,
+            "EUR",
+            tuple(Leg(self.accounts[d], self.accounts[c], a) for d, c, a in legs),
+            600,
+            immediate,
+            {},
+            {"legs": [list(x) for x in legs], "immediate": immediate},
+        )
+
+    @rule(
+        target=ids,
+        legs=st.lists(
+            st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(1, 200)).filter(
+                lambda x: x[0] != x[1]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+        immediate=st.booleans(),
+    )
+    def reserve(self, legs: list[tuple[int, int, int]], immediate: bool) -> uuid.UUID:
+        id_ = uuid.uuid4()
+        command = self.command(id_, legs, immediate)
+        outcome = self.execute(command)
+        if self.model.fits(legs):
+            assert outcome.error is None, outcome.error
+            self.model.transfers[id_] = ModelTransfer(
+                legs, "confirmed" if immediate else "reserved"
+            )
+            if immediate:
+                self.post(self.model.transfers[id_], sum(a for *_, a in legs))
+            self.last_reserve[id_] = command
+        else:
+            assert outcome.error is not None and outcome.error.code == "insufficient_funds"
+        return id_
+
+    def post(self, transfer: ModelTransfer, amount: int) -> None:
+        legs = (
+            transfer.legs
+            if amount == sum(a for *_, a in transfer.legs)
+            else [(transfer.legs[0][0], transfer.legs[0][1], amount)]
+        )
+        for debit, credit, a in legs:
+            self.model.posted[debit] -= a
+            self.model.posted[credit] += a
+        transfer.confirmed = amount
+
+    @rule(id_=ids, partial=st.integers(1, 200) | st.none())
+    def confirm(self, id_: uuid.UUID, partial: int | None) -> None:
+        outcome = self.execute(ConfirmCommand(id_, partial))
+        t = self.model.transfers.get(id_)
+        if t is None:
+            assert outcome.error is not None and outcome.error.code == "transfer_not_found"
+            return
+        total = sum(a for *_, a in t.legs)
+        code = outcome.error.code if outcome.error else None
+        if t.state == "fenced":
+            assert code == "transfer_cancelled"
+        elif partial is not None and len(t.legs) > 1:
+            assert code == "validation_error"
+        elif partial is not None and partial > total:
+            assert code == "amount_exceeds_reserved"
+        elif t.state == "cancelled":
+            assert code == "transfer_cancelled"
+        elif t.state == "expired" or (t.state == "reserved" and t.lapsed):
+            t.state = "expired"
+            assert code == "transfer_expired"
+        elif t.state == "confirmed":
+            assert code == (
+                None if (partial or total) == t.confirmed else "exists_with_different_fields"
+            )
+        else:
+            assert code is None
+            t.state = "confirmed"
+            self.post(t, partial or total)
+
+    @rule(id_=ids)
+    def cancel(self, id_: uuid.UUID) -> None:
+        outcome = self.execute(CancelCommand(id_))
+        t = self.model.transfers.get(id_)
+        if t is None:
+            assert outcome.error is None
+            self.model.transfers[id_] = ModelTransfer([], "fenced")
+        elif t.state == "confirmed":
+            assert outcome.error is not None and outcome.error.code == "transfer_confirmed"
+        else:
+            assert outcome.error is None
+            if t.state == "reserved":
+                t.state = "expired" if t.lapsed else "cancelled"
+
+    @rule(target=ids)
+    def cancel_unknown(self) -> uuid.UUID:
+        id_ = uuid.uuid4()
+        self.cancel(id_)
+        return id_
+
+    @rule(id_=ids)
+    def replay_reserve(self, id_: uuid.UUID) -> None:
+        command = self.last_reserve.get(id_)
+        t = self.model.transfers.get(id_)
+        if command is None or t is None:
+            return
+        outcome = self.execute(command)
+        assert outcome.error is None and outcome.answer is not None
+        assert outcome.answer.transfer.state.value == (
+            "confirmed" if command.immediate else "reserved"
+        )
+
+    @rule(id_=ids)
+    def reserve_after_fence(self, id_: uuid.UUID) -> None:
+        t = self.model.transfers.get(id_)
+        if t is None or t.state != "fenced":
+            return
+        outcome = self.execute(self.command(id_, [(0, 1, 1)], False))
+        assert outcome.error is not None and outcome.error.code == "transfer_cancelled"
+
+    @rule(id_=ids)
+    def lapse(self, id_: uuid.UUID) -> None:
+        t = self.model.transfers.get(id_)
+        if t is None or t.state != "reserved":
+            return
+        with self.db.engine.begin() as c:
+            for table in ("transfers", "holds"):
+                c.execute(
+                    sa.text(
+                        f"UPDATE {table} SET expires_at = now() - interval '1 millisecond' "
+                        f"WHERE {'id' if table == 'transfers' else 'transfer_id'} = :i"
+                    ),
+                    {"i": id_},
+                )
+        t.lapsed = True
+
+    @rule()
+    def sweep(self) -> None:
+        expected = sum(
+            1 for t in self.model.transfers.values() if t.state == "reserved" and t.lapsed
+        )
+        swept = transfers.sweep_expired(self.db, batch_max=1000)
+        assert swept == expected
+        for t in self.model.transfers.values():
+            if t.state == "reserved" and t.lapsed:
+                t.state = "expired"
+
+    @invariant()
+    def database_agrees_with_the_model(self) -> None:
+        if not self.accounts:
+            return
+        for index, account_id in enumerate(self.accounts):
+            account = accounts.get_account(self.db, account_id, OPS)
+            assert account.posted == self.model.posted[index]
+            assert account.available == self.model.available(index)
+        check_invariants(self.db)
+
+
+@pytest.fixture
+def database_factory(server_url: str, template_url: str) -> Iterator[object]:
+    admin = sa.create_engine(
+        server_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"sm_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE holdfast_template'))
+        made.append(name)
+        return with_database(server_url, name)
+
+    yield make
+    with admin.connect() as c:
+        for name in made:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+SETTINGS = settings(
+    max_examples=20,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def test_random_tcc_sequences_keep_every_invariant(database_factory: object) -> None:
+    machine = type(
+        "Machine", (TransferMachine,), {"database_factory": staticmethod(database_factory)}
+    )
+    run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+def test_the_same_with_serialization_failures_injected(database_factory: object) -> None:
+    machine = type(
+        "FaultyMachine",
+        (TransferMachine,),
+        {"database_factory": staticmethod(database_factory), "fault_rate": 0.3},
+    )
+    run_state_machine_as_test(machine, settings=SETTINGS)
