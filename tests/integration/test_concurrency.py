@@ -151,8 +151,8 @@ def test_reserve_and_empty_cancel_racing_never_leave_an_orphan_hold(
         command = reserve(customer, payee, 100)
         reserved, cancelled = race(
             [
-                lambda: one(instances[0], command),
-                lambda: one(instances[1], CancelCommand(command.id)),
+                lambda command=command: one(instances[0], command),
+                lambda command=command: one(instances[1], CancelCommand(command.id)),
             ]
         )
         assert cancelled.error is None  # a cancel always succeeds: release or fence
