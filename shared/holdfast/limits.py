@@ -30,3 +30,28 @@ transaction_backoff_s_max: Final = 0.25
 
 # Sweeps and relays work in bounded batches.
 expiry_sweep_batch_max: Final = 500
+
+# The outbox relay: bounded claims, leases, sends, backoff and pruning.
+relay_batch_max: Final = 256  # rows claimed in one lease
+relay_claim_scan_max: Final = 4_096  # oldest unpublished rows a claim looks at
+relay_lease_s: Final = 30.0  # how long a claim is exclusive
+relay_send_timeout_s: Final = 5.0  # one POST to K_SINK, end to end
+relay_clock_margin_s: Final = 1.0  # kept free at the end of a lease for clock offsets
+relay_concurrency_max: Final = 32  # subjects sent at once by one relay
+relay_backoff_s_first: Final = 0.5
+relay_backoff_s_max: Final = 60.0
+relay_idle_poll_s: Final = 0.1  # pause when there was nothing to claim
+relay_error_pause_s_max: Final = 5.0  # pause after the database failed a relay step
+relay_prune_interval_s: Final = 60.0
+relay_prune_batch_max: Final = 1_000  # rows deleted in one transaction
+relay_prune_rounds_max: Final = 10  # transactions in one prune
+relay_published_retention_s: Final = 3_600.0  # published rows kept for inspection
+relay_error_chars_max: Final = 500  # last_error kept per row
+
+# The ledger: sealing batches, checkpoint size, and the page size of reads and exports.
+ledger_seal_batch_entries: Final = 5_000  # entries a sealing transaction starts from
+# A batch is completed to whole transfers, so a checkpoint may hold a few more entries.
+ledger_checkpoint_entries_max: Final = ledger_seal_batch_entries + 2 * transfer_legs_max
+ledger_seal_batches_per_tick_max: Final = 20  # checkpoints one tick may seal
+ledger_seal_races_max: Final = 3  # tries when another sealer took the same checkpoint number
+ledger_export_page_entries: Final = 5_000  # entries read in one transaction of an export

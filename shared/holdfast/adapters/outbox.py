@@ -2,11 +2,16 @@
 
 A state change and the event announcing it are written in the same transaction, so an event
 is never lost and never sent for a rolled-back change. Event ids are derived from the subject
-and the kind of change, so the same change always yields the same id.
+and the kind of change, so the same change always yields the same id. Every row carries a W3C
+`traceparent`: the event's own, else the current OpenTelemetry span's, else a fresh random one
+shared by the events of one `append` (one transaction, one trace). The relay
+(`adapters.relay`, `services.relay`) publishes the rows; docs/events.md tells the whole design.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,12 +19,16 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import sqlalchemy as sa
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from holdfast.adapters import tables as t
 
 EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://holdfast.dev/events")
+# version 00: trace-id (not all zeros), parent-id (not all zeros), flags
+TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+_propagator = TraceContextTextMapPropagator()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +45,26 @@ class OutboundEvent:
         return uuid5(EVENT_NAMESPACE, self.key or f"{self.type}/{self.subject}")
 
 
+def fresh_traceparent() -> str:
+    """A new root trace context. Flagged sampled so that consumers sampling by parent keep it."""
+    trace_id = secrets.randbits(128) or 1
+    span_id = secrets.randbits(64) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+
+def current_traceparent() -> str:
+    """The current OpenTelemetry span context as a traceparent, or a fresh one without one."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)  # writes nothing when there is no valid span context
+    found = carrier.get("traceparent", "")
+    return found if TRACEPARENT.match(found) else fresh_traceparent()
+
+
 def append(connection: Connection, events: Sequence[OutboundEvent], at: datetime) -> None:
     """Add events to the outbox; one already there (same id) is left as it is."""
     if not events:
         return
+    traceparent = current_traceparent()
     statement = pg_insert(t.outbox).on_conflict_do_nothing(index_elements=["id"])
     connection.execute(
         statement,
@@ -50,7 +75,7 @@ def append(connection: Connection, events: Sequence[OutboundEvent], at: datetime
                 "source": event.source,
                 "subject": event.subject,
                 "data": event.data,
-                "traceparent": event.traceparent,
+                "traceparent": event.traceparent or traceparent,
                 "created_at": at,
                 "position": position,
                 "attempts": 0,

@@ -1,8 +1,10 @@
 """`holdfast dev`: everything on one machine, in the foreground.
 
 Starts the database (embedded unless HOLDFAST_DATABASE_URL is set), migrates it, starts each
-function in its own functions-framework process, then serves the gateway. Ctrl-C or SIGTERM
-stops the gateway, then the functions, then the embedded database: nothing is left behind.
+function in its own functions-framework process, then serves the gateway, which also runs
+the outbox relay (to K_SINK when set, else into its own events ingress). Ctrl-C or SIGTERM
+stops the gateway and the relay, then the functions, then the embedded database: nothing is
+left behind.
 """
 
 from __future__ import annotations
@@ -15,21 +17,26 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 
-from holdfast.adapters.database import EmbeddedPostgres, create_engine, migrate
+from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
+from holdfast.adapters.relay import HttpPublisher
 from holdfast.adapters.tokens import DevIssuer
 from holdfast.config import Settings
 from holdfast.entrypoints import gateway
 from holdfast.entrypoints.ingress import Ingress, load_triggers
+from holdfast.services.relay import Relay, relay_name
 
 FUNCTIONS = ("accounts", "transfers", "ledger")
 READY_TIMEOUT_S = 60.0
+RELAY_POOL_SIZE = 2
 
 
 def project_dir() -> Path:
@@ -95,9 +102,23 @@ def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def relay_job(db: Database, sink: str) -> Callable[[], Coroutine[Any, Any, None]]:
+    """The outbox relay as a gateway background job: runs until the gateway stops."""
+
+    async def job() -> None:
+        publisher = HttpPublisher(sink)
+        try:
+            await Relay(db, publisher, name=relay_name("dev-relay")).run()
+        finally:
+            await publisher.aclose()
+
+    return job
+
+
 def run(port: int, settings: Settings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     embedded = None
+    relay_db: Database | None = None
     processes: dict[str, subprocess.Popen[bytes]] = {}
     # SIGTERM ends the process the way Ctrl-C does, so the `finally` below always runs.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -131,6 +152,10 @@ def run(port: int, settings: Settings) -> None:
             status = ingress.accept(client, dict(request.headers), await request.body())
             return Response(status_code=status)
 
+        relay_db = Database(
+            create_engine(url, pool_size=RELAY_POOL_SIZE, application_name="holdfast-relay")
+        )
+        sink = settings.k_sink or f"http://127.0.0.1:{port}/events"
         app = gateway.build(
             upstreams,
             ingress=accept,
@@ -138,6 +163,7 @@ def run(port: int, settings: Settings) -> None:
                 gateway.Tick("transfers", '{"task":"expire"}'),
                 gateway.Tick("ledger", '{"task":"seal"}'),
             ),
+            background=(relay_job(relay_db, sink),),
         )
         print(f"Holdfast is running at http://127.0.0.1:{port}", flush=True)
         server = uvicorn.Server(
@@ -147,6 +173,8 @@ def run(port: int, settings: Settings) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if relay_db is not None:
+            relay_db.dispose()
         stop(processes)
         if embedded is not None:
             embedded.stop()

@@ -5,7 +5,8 @@
                       Knative Trigger filters match it (read from knative/, not written twice)
 
 It also plays the parts Knative plays in a cluster: the PingSources' ticks (expiry sweep and
-ledger sealing once a second) and the outbox relay.
+ledger sealing once a second) and, as a `background` job, the outbox relay (see dev.py).
+Background jobs start with the server and are cancelled when it stops.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -62,7 +64,7 @@ def build(
     ingress: Callable[[httpx.AsyncClient, Request], asyncio.Future[Response] | object]
     | None = None,
     ticks: tuple[Tick, ...] = (),
-    background: tuple[Callable[[], asyncio.Future[None] | object], ...] = (),
+    background: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = (),
 ) -> Starlette:
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0),
@@ -145,7 +147,7 @@ def build(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(tick_loop(t)) for t in ticks if t.function in upstreams]
-        tasks += [asyncio.create_task(job()) for job in background]  # type: ignore[arg-type]
+        tasks += [asyncio.create_task(job()) for job in background]
         try:
             yield
         finally:

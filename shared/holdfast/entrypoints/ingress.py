@@ -1,8 +1,18 @@
 """The local events ingress: a Knative Broker stand-in that reads the Triggers in knative/.
 
 Each Trigger's `filter.attributes` (exact match, as Knative does) and `subscriber.ref.name`
-decide which function gets an event; its `delivery` (retry, backoffPolicy, backoffDelay)
-decides how failures are retried; an event that still fails goes to the dead-letter file.
+decide which function gets an event; its `delivery` (retry, backoffPolicy, backoffDelay,
+timeout), merged over the Broker's, decides how failures are retried, the way Knative's
+dispatcher does it:
+
+- retried: transport errors and timeouts, 5xx, 404, 408, 409 and 429;
+- not retried: 3xx and every other 4xx (a 400 is a malformed event: retrying cannot help);
+- the n-th retry waits backoffDelay * 2**(n-1) (exponential) or backoffDelay * (n-1) (linear);
+- an event that still fails goes to the dead-letter file (one JSON line each, with Knative's
+  `knativeerrordest`, `knativeerrorcode` and `knativeerrordata`).
+
+As a Broker does, deliveries carry `Prefer: reply`, and a subscriber's 200 reply event (a
+rejection, say) is put back into the ingress and routed by the same Triggers.
 """
 
 from __future__ import annotations
@@ -18,7 +28,13 @@ from typing import Any
 import httpx
 import yaml
 
+from holdfast import limits
+
 log = logging.getLogger(__name__)
+
+RETRIED_STATUSES = frozenset({404, 408, 409, 429})
+REQUIRED_ATTRIBUTES = frozenset({"type", "source", "id", "specversion"})
+ERROR_DATA_CHARS_MAX = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +45,21 @@ class Trigger:
     retry: int
     backoff_policy: str
     backoff_delay_s: float
+    timeout_s: float | None = None
 
     def matches(self, attributes: dict[str, str]) -> bool:
         return all(attributes.get(k) == v for k, v in self.attributes.items())
 
     def delay_s(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (1-based). Knative's dispatcher counts
+        retries from 0 here, so a linear policy's first retry is immediate."""
         if self.backoff_policy == "linear":
-            return self.backoff_delay_s * attempt
+            return self.backoff_delay_s * (attempt - 1)
         return float(self.backoff_delay_s * 2 ** (attempt - 1))
+
+
+def retried(status: int) -> bool:
+    return status >= 500 or status in RETRIED_STATUSES
 
 
 def iso_duration_s(text: str) -> float:
@@ -63,6 +86,7 @@ def load_triggers(knative_dir: Path) -> list[Trigger]:
             continue
         spec = document["spec"]
         delivery = {**broker_delivery, **spec.get("delivery", {})}
+        timeout = delivery.get("timeout")
         triggers.append(
             Trigger(
                 name=document["metadata"]["name"],
@@ -71,18 +95,27 @@ def load_triggers(knative_dir: Path) -> list[Trigger]:
                 retry=int(delivery.get("retry", 0)),
                 backoff_policy=str(delivery.get("backoffPolicy", "exponential")),
                 backoff_delay_s=iso_duration_s(str(delivery.get("backoffDelay", "PT0.2S"))),
+                timeout_s=iso_duration_s(str(timeout)) if timeout else None,
             )
         )
     return triggers
 
 
 def attributes_of(headers: dict[str, str], body: bytes) -> dict[str, str]:
-    """CloudEvent context attributes from binary (ce-*) or structured mode."""
+    """CloudEvent context attributes from binary (ce-*) or structured mode; ValueError if
+    the body is not a structured event where the content type says it is."""
     lowered = {k.lower(): v for k, v in headers.items()}
     if lowered.get("content-type", "").startswith("application/cloudevents+json"):
         document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ValueError("a structured CloudEvent is a JSON object")
         return {k: str(v) for k, v in document.items() if k not in {"data", "data_base64"}}
     return {k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}
+
+
+def is_cloudevent(headers: httpx.Headers) -> bool:
+    content_type = headers.get("content-type", "")
+    return "ce-specversion" in headers or content_type.startswith("application/cloudevents+")
 
 
 class Ingress:
@@ -95,17 +128,20 @@ class Ingress:
         self.pending: set[asyncio.Task[None]] = set()
 
     def accept(self, client: httpx.AsyncClient, headers: dict[str, str], body: bytes) -> int:
-        """Schedule delivery to every matching trigger; 202 as a Broker answers, 400 if bad."""
+        """Schedule delivery to every matching trigger: 202 as a Broker answers; 400 for a
+        body that is no CloudEvent, 413 for one over the event size limit."""
+        if len(body) > limits.event_bytes_max:
+            return 413
         try:
             attributes = attributes_of(headers, body)
         except ValueError:
             return 400
-        if not {"type", "source", "id", "specversion"} <= attributes.keys():
+        if not attributes.keys() >= REQUIRED_ATTRIBUTES:
             return 400
         forward = {
             k: v
             for k, v in headers.items()
-            if k.lower().startswith("ce-") or k.lower() == "content-type"
+            if k.lower().startswith("ce-") or k.lower() in {"content-type", "traceparent"}
         }
         for trigger in self.triggers:
             if trigger.matches(attributes) and trigger.subscriber in self.upstreams:
@@ -114,35 +150,57 @@ class Ingress:
                 task.add_done_callback(self.pending.discard)
         return 202
 
+    async def drain(self) -> None:
+        """Wait until every delivery scheduled so far (and every reply it caused) is done."""
+        while self.pending:
+            await asyncio.gather(*list(self.pending), return_exceptions=True)
+
     async def _deliver(
         self, client: httpx.AsyncClient, trigger: Trigger, headers: dict[str, str], body: bytes
     ) -> None:
         url = self.upstreams[trigger.subscriber] + "/"
-        last = ""
+        last, code, data = "", -1, ""
         for attempt in range(trigger.retry + 1):
             if attempt:
                 await asyncio.sleep(trigger.delay_s(attempt))
             try:
-                response = await client.post(url, headers=headers, content=body)
+                response = await client.post(
+                    url,
+                    headers={**headers, "Prefer": "reply"},
+                    content=body,
+                    timeout=trigger.timeout_s or httpx.USE_CLIENT_DEFAULT,
+                )
             except httpx.HTTPError as error:
-                last = f"{type(error).__name__}: {error}"
+                last, code, data = f"{type(error).__name__}: {error}", -1, ""
                 continue
             if response.status_code < 300:
+                self._reply(client, response)
                 return
-            last = f"HTTP {response.status_code}"
-            # Knative retries 5xx, 404, 409 and 429; anything else goes straight to the DLQ.
-            if response.status_code < 500 and response.status_code not in {404, 409, 429}:
+            last, code = f"HTTP {response.status_code}", response.status_code
+            data = response.text[:ERROR_DATA_CHARS_MAX]
+            if not retried(response.status_code):
                 break
         log.warning("event to %s dead-lettered: %s", trigger.subscriber, last)
+        record = {
+            "trigger": trigger.name,
+            "error": last,
+            "knativeerrordest": url,
+            "knativeerrorcode": code,
+            "knativeerrordata": data,
+            "headers": headers,
+            "body": body.decode(errors="replace"),
+        }
         with self.dead_letter.open("a") as sink:
-            sink.write(
-                json.dumps(
-                    {
-                        "trigger": trigger.name,
-                        "error": last,
-                        "headers": headers,
-                        "body": body.decode(errors="replace"),
-                    }
-                )
-                + "\n"
-            )
+            sink.write(json.dumps(record) + "\n")
+
+    def _reply(self, client: httpx.AsyncClient, response: httpx.Response) -> None:
+        """A 200 carrying an event: route it like any event sent to the Broker."""
+        if response.status_code != 200 or not is_cloudevent(response.headers):
+            return
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower().startswith("ce-") or k.lower() == "content-type"
+        }
+        if self.accept(client, headers, response.content) != 202:
+            log.warning("dropped a malformed reply event: %s", headers)
