@@ -20,12 +20,15 @@ class Settings:
     db_pool_size: int
     fault_serialization_rate: float
     k_sink: str | None
+    # The ledger's Ed25519 checkpoint signing key (PKCS#8 PEM); None: a dev key in `home`.
+    ledger_signing_key_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         home = Path(env.get("HOLDFAST_HOME", ".holdfast")).resolve()
         jwks_file = env.get("HOLDFAST_JWKS_FILE")
+        ledger_key = env.get("HOLDFAST_LEDGER_SIGNING_KEY_FILE")
         return cls(
             home=home,
             database_url=env.get("HOLDFAST_DATABASE_URL") or None,
@@ -36,4 +39,5 @@ class Settings:
             db_pool_size=int(env.get("HOLDFAST_DB_POOL_SIZE", "8")),
             fault_serialization_rate=float(env.get("HOLDFAST_FAULT_SERIALIZATION_RATE", "0")),
             k_sink=env.get("K_SINK") or None,
+            ledger_signing_key_file=Path(ledger_key) if ledger_key else None,
         )

@@ -56,3 +56,6 @@ def migrate_command() -> None:
         if embedded is not None:
             embedded.stop()
     click.echo("schema is up to date")
+
+
+main.add_command(__import__("holdfast.entrypoints.audit", fromlist=["audit"]).audit)

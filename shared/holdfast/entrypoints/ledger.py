@@ -1,7 +1,263 @@
-"""The ledger function (auditors): entries, balances, trial balance, checkpoints, export."""
+"""The ledger function (auditors): entries, balances, trial balance, checkpoints, export.
+
+Every route needs `ledger:read` and none writes: an auditor sees every account's entries and
+can change nothing. The PingSource tick (`dev.knative.sources.ping`) seals new entries into
+signed checkpoints. The export streams JSON Lines (`Reply` bodies are JSON documents, so
+`LedgerApi` serves that one route itself, after the same token and scope check).
+"""
 
 from __future__ import annotations
 
-from holdfast.entrypoints.web import Api
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-api = Api("ledger", [])
+from cloudevents.http import CloudEvent
+from werkzeug.wrappers import Request, Response
+
+from holdfast.adapters.signing import Ed25519Signer, load_signer, public_pem
+from holdfast.domain import ledger
+from holdfast.entrypoints import pages
+from holdfast.entrypoints.runtime import Runtime
+from holdfast.entrypoints.web import (
+    SECURITY_HEADERS,
+    Api,
+    Call,
+    EventReply,
+    HttpProblem,
+    Reply,
+    Route,
+)
+from holdfast.services import ledger as service
+from holdfast.services.views import rfc3339
+
+SCOPE = "ledger:read"
+EXPORT_PATH = "/v1/ledger/export"
+EXPORT_CHUNK_BYTES = 64 * 1024
+
+_signers: dict[tuple[Path | None, Path], Ed25519Signer] = {}
+_signers_lock = threading.Lock()
+
+
+def signer(runtime: Runtime) -> Ed25519Signer:
+    """The process's signing key, loaded once (the dev key is made on first use)."""
+    key = (runtime.settings.ledger_signing_key_file, runtime.settings.home)
+    with _signers_lock:
+        if key not in _signers:
+            _signers[key] = load_signer(*key)
+        return _signers[key]
+
+
+# -- query parameters -----------------------------------------------------------------------
+
+
+def _count(query: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise HttpProblem("validation_error", "Invalid input", f"{name} must be an integer >= 0")
+    return int(raw)
+
+
+def _time(query: Mapping[str, str], name: str) -> datetime | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as error:
+        raise HttpProblem(
+            "validation_error", "Invalid input", f"{name} must be an RFC 3339 time"
+        ) from error
+    if value.tzinfo is None:
+        raise HttpProblem(
+            "validation_error", "Invalid input", f"{name} needs a time zone (Z or +hh:mm)"
+        )
+    return value
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+def list_entries(call: Call) -> Reply:
+    query = call.request.args
+    limit = pages.limit(query)
+    page = service.list_entries(
+        call.runtime.db,
+        account_id=pages.uuid_param(query, "account_id"),
+        transfer_id=pages.uuid_param(query, "transfer_id"),
+        after=_count(query, "after", 0) or 0,
+        limit=limit,
+    )
+    return Reply(
+        200,
+        {
+            "entries": [entry.record() for entry in page],
+            "next": str(page[-1].seq) if len(page) == limit else None,
+        },
+    )
+
+
+def account_balance(call: Call) -> Reply:
+    found = service.balance(
+        call.runtime.db, call.args["account_id"], _time(call.request.args, "as_of")
+    )
+    return Reply(
+        200,
+        {
+            "account_id": str(found.account_id),
+            "currency": found.currency,
+            "normal_balance": str(found.normal_balance),
+            "as_of": rfc3339(found.as_of),
+            "debits_posted": found.debits_posted,
+            "credits_posted": found.credits_posted,
+            "balance": {"posted": found.posted},
+            "entries": found.entries,
+        },
+    )
+
+
+def trial_balance(call: Call) -> Reply:
+    at, totals = service.trial_balance(call.runtime.db, _time(call.request.args, "as_of"))
+    currencies = [
+        {
+            "currency": currency,
+            "debits": sides.get("debit", 0),
+            "credits": sides.get("credit", 0),
+            "balanced": sides.get("debit", 0) == sides.get("credit", 0),
+        }
+        for currency, sides in sorted(totals.items())
+    ]
+    return Reply(
+        200,
+        {
+            "as_of": rfc3339(at),
+            "currencies": currencies,
+            "balanced": all(c["balanced"] for c in currencies),
+        },
+    )
+
+
+def list_checkpoints(call: Call) -> Reply:
+    query = call.request.args
+    limit = pages.limit(query)
+    page = service.list_checkpoints(
+        call.runtime.db, after=_count(query, "after", 0) or 0, limit=limit
+    )
+    return Reply(
+        200,
+        {
+            "checkpoints": [checkpoint.record() for checkpoint in page],
+            "next": str(page[-1].number) if len(page) == limit else None,
+        },
+    )
+
+
+def latest_checkpoint(call: Call) -> Reply:
+    return Reply(200, service.get_checkpoint(call.runtime.db, None).record())
+
+
+def get_checkpoint(call: Call) -> Reply:
+    return Reply(200, service.get_checkpoint(call.runtime.db, call.args["number"]).record())
+
+
+def public_key(call: Call) -> Reply:
+    current = signer(call.runtime)
+    keys = [
+        {
+            "key_id": key_id,
+            "algorithm": "Ed25519",
+            "public_key": pem,
+            "first_used_at": rfc3339(first_used_at),
+            "current": key_id == current.key_id,
+        }
+        for key_id, pem, first_used_at in service.known_keys(call.runtime.db)
+    ]
+    return Reply(
+        200,
+        {
+            "key_id": current.key_id,
+            "algorithm": "Ed25519",
+            "public_key": public_pem(current.public_key),
+            "keys": keys,
+        },
+    )
+
+
+# -- the export (streamed) --------------------------------------------------------------------
+
+
+def export_response(runtime: Runtime, request: Request) -> Response:
+    query = request.args
+    span = service.export_range(runtime.db, _count(query, "from", None), _count(query, "to", None))
+    response = Response(
+        _chunks(service.export_records(runtime.db, span)),
+        status=200,
+        mimetype="application/x-ndjson",
+    )
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="ledger-{span.first}-{span.last}.jsonl"'
+    )
+    return response
+
+
+def _chunks(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    buffer: list[str] = []
+    size = 0
+    for record in records:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        buffer.append(line)
+        size += len(line)
+        if size >= EXPORT_CHUNK_BYTES:
+            yield "".join(buffer).encode()
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
+
+
+class LedgerApi(Api):
+    def _dispatch(self, request: Request) -> Response:
+        if request.path != EXPORT_PATH:
+            return super()._dispatch(request)
+        if request.method != "GET":
+            raise HttpProblem(
+                "method_not_allowed", "Method not allowed", f"{request.method} {request.path}"
+            )
+        runtime = self.runtime()
+        actor = runtime.verifier.verify(request.headers.get("Authorization"))
+        if SCOPE not in actor.scopes:
+            raise HttpProblem(
+                "insufficient_scope", "Insufficient scope", f"this call needs the {SCOPE} scope"
+            )
+        return export_response(runtime, request)
+
+
+# -- CloudEvents ------------------------------------------------------------------------------
+
+
+def on_tick(runtime: Runtime, event: CloudEvent) -> EventReply:
+    """The PingSource's tick: seal what is queued (bounded: a few checkpoints at most)."""
+    service.seal_pending(runtime.db, signer(runtime))
+    return EventReply()
+
+
+api = LedgerApi(
+    "ledger",
+    [
+        Route("/v1/ledger/entries", ("GET",), SCOPE, list_entries),
+        Route("/v1/ledger/accounts/<uuid:account_id>/balance", ("GET",), SCOPE, account_balance),
+        Route("/v1/ledger/trial-balance", ("GET",), SCOPE, trial_balance),
+        Route("/v1/ledger/checkpoints", ("GET",), SCOPE, list_checkpoints),
+        Route("/v1/ledger/checkpoints/latest", ("GET",), SCOPE, latest_checkpoint),
+        Route("/v1/ledger/checkpoints/<int:number>", ("GET",), SCOPE, get_checkpoint),
+        Route("/v1/ledger/public-key", ("GET",), SCOPE, public_key),
+    ],
+    events={"dev.knative.sources.ping": on_tick},
+)
+
+__all__ = ["api", "ledger", "signer"]

@@ -1,0 +1,366 @@
+"""Use cases of the ledger function: sealing, the auditor's reads, the export and the check.
+
+Sealing (`seal_once`) takes the oldest queued entries (completed to whole transfers), gives
+them the seqs after the latest checkpoint and writes checkpoint N + 1, in one transaction that
+touches nothing a transfer writes except the queue rows it seals. Every entry enqueues itself
+in its own confirm's transaction, so an entry that commits late (with an earlier posted_at)
+is simply in a later checkpoint: the ledger order is seq, and it is complete by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from holdfast import limits
+from holdfast.adapters import ledger as repo
+from holdfast.adapters import outbox, repository
+from holdfast.adapters.database import Database
+from holdfast.adapters.signing import Ed25519Signer, public_pem
+from holdfast.domain import ledger
+from holdfast.domain.accounts import NormalBalance
+from holdfast.domain.errors import AccountNotFound, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+SOURCE = "/holdfast/ledger"
+CHECK_FINDINGS_MAX = 20
+
+
+class CheckpointNotFound(NotFound):
+    code = "not_found"
+    title = "Checkpoint not found"
+
+
+# -- sealing ----------------------------------------------------------------------------------
+
+
+def seal_once(
+    db: Database, signer: Ed25519Signer, batch: int = limits.ledger_seal_batch_entries
+) -> ledger.Checkpoint | None:
+    """Seal one batch into the next checkpoint; None when nothing waits (or a race was lost)."""
+    pem = public_pem(signer.public_key)
+
+    def work(connection: Connection) -> ledger.Checkpoint | None:
+        repo.snapshot(connection, read_only=False)
+        previous = repo.latest_checkpoint(connection)
+        entries = repo.queued_batch(connection, batch)
+        if not entries:
+            return None
+        at = repository.now(connection)
+        sealed = ledger.seal(previous, entries, created_at=at, signer=signer)
+        repo.insert_sealed(connection, sealed)
+        repo.record_key(connection, signer.key_id, pem, at)
+        outbox.append(connection, [checkpoint_event(sealed.checkpoint)], at)
+        return sealed.checkpoint
+
+    for _ in range(limits.ledger_seal_races_max):
+        try:
+            return db.run(work)
+        except IntegrityError as error:
+            constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+            if constraint not in repo.RACE_CONSTRAINTS:
+                raise
+            log.info("another sealer took checkpoint or entries first (%s): again", constraint)
+    return None
+
+
+def seal_pending(
+    db: Database, signer: Ed25519Signer, batches: int = limits.ledger_seal_batches_per_tick_max
+) -> list[ledger.Checkpoint]:
+    """Seal until the queue is empty, at most `batches` checkpoints."""
+    sealed = []
+    for _ in range(batches):
+        checkpoint = seal_once(db, signer)
+        if checkpoint is None:
+            break
+        sealed.append(checkpoint)
+    return sealed
+
+
+def checkpoint_event(checkpoint: ledger.Checkpoint) -> outbox.OutboundEvent:
+    return outbox.OutboundEvent(
+        type="dev.holdfast.ledger.checkpoint.v1",
+        source=SOURCE,
+        subject=str(checkpoint.number),
+        data=checkpoint.record(),
+    )
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+def _read(db: Database, work: Any) -> Any:
+    def snapshot_work(connection: Connection) -> Any:
+        repo.snapshot(connection, read_only=True)
+        return work(connection)
+
+    return db.run(snapshot_work)
+
+
+def list_entries(
+    db: Database,
+    *,
+    account_id: UUID | None,
+    transfer_id: UUID | None,
+    after: int,
+    limit: int,
+) -> list[ledger.LedgerEntry]:
+    page: list[ledger.LedgerEntry] = _read(
+        db,
+        lambda c: repo.list_entries(
+            c, account_id=account_id, transfer_id=transfer_id, after=after, limit=limit
+        ),
+    )
+    return page
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: UUID
+    currency: str
+    normal_balance: NormalBalance
+    as_of: datetime
+    debits_posted: int
+    credits_posted: int
+    entries: int
+
+    @property
+    def posted(self) -> int:
+        if self.normal_balance is NormalBalance.CREDIT:
+            return self.credits_posted - self.debits_posted
+        return self.debits_posted - self.credits_posted
+
+
+def balance(db: Database, account_id: UUID, as_of: datetime | None) -> Balance:
+    """The posted balance at `as_of` (default: now), summed from the immutable entries."""
+
+    def work(connection: Connection) -> Balance:
+        at = as_of or repository.now(connection)
+        terms = repo.account_terms(connection, account_id)
+        if terms is None or terms.created_at > at:
+            raise AccountNotFound(f"account {account_id} did not exist at {at.isoformat()}")
+        totals = repo.posted_totals(connection, account_id, at)
+        debits, debit_count = totals.get("debit", (0, 0))
+        credits, credit_count = totals.get("credit", (0, 0))
+        return Balance(
+            account_id,
+            terms.currency,
+            terms.normal_balance,
+            at,
+            debits,
+            credits,
+            debit_count + credit_count,
+        )
+
+    result: Balance = _read(db, work)
+    return result
+
+
+def trial_balance(db: Database, as_of: datetime | None) -> tuple[datetime, dict[str, Any]]:
+    def work(connection: Connection) -> tuple[datetime, dict[str, dict[str, int]]]:
+        at = as_of or repository.now(connection)
+        return at, repo.trial_totals(connection, at)
+
+    at, totals = _read(db, work)
+    return at, totals
+
+
+def list_checkpoints(db: Database, *, after: int, limit: int) -> list[ledger.Checkpoint]:
+    page: list[ledger.Checkpoint] = _read(
+        db, lambda c: repo.list_checkpoints(c, after=after, limit=limit)
+    )
+    return page
+
+
+def get_checkpoint(db: Database, number: int | None) -> ledger.Checkpoint:
+    """Checkpoint `number`, or the latest when None."""
+
+    def work(connection: Connection) -> ledger.Checkpoint | None:
+        if number is None:
+            return repo.latest_checkpoint(connection)
+        return repo.get_checkpoint(connection, number)
+
+    checkpoint: ledger.Checkpoint | None = _read(db, work)
+    if checkpoint is None:
+        raise CheckpointNotFound(
+            "no checkpoint has been sealed yet" if number is None else f"no checkpoint {number}"
+        )
+    return checkpoint
+
+
+def known_keys(db: Database) -> list[tuple[str, str, datetime]]:
+    found: list[tuple[str, str, datetime]] = _read(db, repo.keys)
+    return found
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRange:
+    first: int
+    last: int  # first - 1 when empty
+    at: datetime
+
+
+def export_range(db: Database, first: int | None, last: int | None) -> ExportRange:
+    """Resolve `from`/`to` against the sealed checkpoints (to is clamped to the latest)."""
+
+    def work(connection: Connection) -> ExportRange:
+        latest = repo.latest_checkpoint(connection)
+        newest = latest.number if latest else 0
+        start = 1 if first is None else first
+        end = newest if last is None else min(last, newest)
+        if start < 1 or (last is not None and last < start):
+            raise InvalidInput("from must be >= 1 and to >= from")
+        return ExportRange(start, max(end, start - 1), repository.now(connection))
+
+    found: ExportRange = _read(db, work)
+    return found
+
+
+def export_records(db: Database, span: ExportRange) -> Iterator[dict[str, Any]]:
+    """The export as records, read page by page (sealed history does not change)."""
+    yield ledger.export_header(span.first, span.last, span.at)
+    checkpoints = entries = 0
+    for checkpoint, rows in sealed_pages(db, span.first, span.last):
+        yield ledger.checkpoint_line(checkpoint, [row.leaf for row in rows])
+        checkpoints += 1
+        for entry in repo.entries_of(rows):
+            yield ledger.entry_line(entry)
+            entries += 1
+    yield ledger.end_line(checkpoints, entries)
+
+
+def sealed_pages(
+    db: Database, first: int, last: int
+) -> Iterator[tuple[ledger.Checkpoint, list[repo.SealedRow]]]:
+    """Checkpoints first..last with their sealed rows, a bounded page per transaction."""
+    number = first
+    while number <= last:
+        batch: list[tuple[ledger.Checkpoint, list[repo.SealedRow]]] = _read(
+            db, lambda c, start=number: _sealed_page(c, start, last)
+        )
+        if not batch:
+            return
+        yield from batch
+        number = batch[-1][0].number + 1
+
+
+def _sealed_page(
+    connection: Connection, start: int, last: int
+) -> list[tuple[ledger.Checkpoint, list[repo.SealedRow]]]:
+    page = repo.list_checkpoints(connection, after=start - 1, limit=limits.page_limit_max)
+    chosen: list[ledger.Checkpoint] = []
+    for checkpoint in page:
+        if checkpoint.number > last:
+            break
+        if (
+            chosen
+            and checkpoint.last_seq - chosen[0].first_seq >= limits.ledger_export_page_entries
+        ):
+            break
+        chosen.append(checkpoint)
+    if not chosen:
+        return []
+    rows = repo.sealed_range(connection, chosen[0].first_seq, chosen[-1].last_seq)
+    # A checkpoint covers its seq range (rows come in seq order).
+    grouped: list[tuple[ledger.Checkpoint, list[repo.SealedRow]]] = []
+    index = 0
+    for checkpoint in chosen:
+        start_index = index
+        while index < len(rows) and rows[index].seq <= checkpoint.last_seq:
+            index += 1
+        grouped.append((checkpoint, rows[start_index:index]))
+    return grouped
+
+
+# -- the check of the database ----------------------------------------------------------------
+
+
+@dataclass
+class CheckReport:
+    findings: list[str] = field(default_factory=list)
+    summary: ledger.Summary | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def check(db: Database, keyring: ledger.Keyring, first: int | None = None) -> CheckReport:
+    """Recompute checkpoints first..latest from the database and report every difference."""
+    report = CheckReport()
+    span = export_range(db, first, None)
+    verifier = ledger.Verifier(keyring)
+    try:
+        verifier.feed(
+            f"checkpoint {span.first}", ledger.export_header(span.first, span.last, span.at)
+        )
+        checkpoints = entries = 0
+        for checkpoint, rows in sealed_pages(db, span.first, span.last):
+            where = f"checkpoint {checkpoint.number}"
+            verifier.feed(where, ledger.checkpoint_line(checkpoint, [r.leaf for r in rows]))
+            checkpoints += 1
+            for row in rows:
+                _check_row(report, row)
+                if row.entry is not None:
+                    verifier.feed(
+                        f"seq {row.seq} (entry {row.entry_id})", ledger.entry_line(row.entry)
+                    )
+                    entries += 1
+        verifier.feed("the end", ledger.end_line(checkpoints, entries))
+        report.summary = verifier.finish("the end")
+    except ledger.TamperDetected as error:
+        report.findings.insert(0, str(error))
+    _check_tables(db, report, span.last)
+    return report
+
+
+def _check_row(report: CheckReport, row: repo.SealedRow) -> None:
+    if row.entry is None:
+        report.findings.append(
+            f"seq {row.seq}: entry {row.entry_id} was deleted from ledger_entries"
+        )
+    elif (row.entry.account_id, row.entry.transfer_id) != (row.account_id, row.transfer_id):
+        report.findings.append(
+            f"seq {row.seq}: ledger_sequence names account {row.account_id} and transfer "
+            f"{row.transfer_id}, the entry {row.entry.account_id} and {row.entry.transfer_id}"
+        )
+    if len(report.findings) > CHECK_FINDINGS_MAX:
+        raise ledger.TamperDetected(f"seq {row.seq}", "too many differences: stopped")
+
+
+def _check_tables(db: Database, report: CheckReport, last: int) -> None:
+    def work(connection: Connection) -> list[str]:
+        findings = []
+        latest = repo.get_checkpoint(connection, last) if last else None
+        for seq in repo.sealed_rows_past(connection, latest.last_seq if latest else 0, 5):
+            findings.append(f"seq {seq} is in ledger_sequence but in no checkpoint")
+        n = CHECK_FINDINGS_MAX
+        for entry_id in repo.entries_neither_sealed_nor_queued(connection, n):
+            findings.append(f"entry {entry_id} is neither sealed nor queued: inserted directly")
+        for entry_id in repo.queued_but_sealed_or_missing(connection, n):
+            findings.append(f"queued entry {entry_id} is already sealed or does not exist")
+        for (
+            account,
+            debits,
+            credits,
+            ledger_debits,
+            ledger_credits,
+        ) in repo.account_counters_against_entries(connection, n):
+            findings.append(
+                f"account {account}: posted counters debits {debits} credits {credits}, "
+                f"but its entries sum to debits {ledger_debits} credits {ledger_credits}"
+            )
+        return findings
+
+    found: list[str] = _read(db, work)
+    report.findings.extend(found)
