@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov has a venv of its own: it pins a python-hcl2 that clashes with the project's.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := .venv-checkov/.installed
 
 .PHONY: run test lint types unit integration e2e bench clean
 
@@ -33,8 +36,13 @@ e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
 # The whole suite: lint, types, unit, integration, end-to-end.
-test: lint types
+test: lint types $(CHECKOV_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup tests
+
+$(CHECKOV_STAMP): Makefile
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
+	touch $(CHECKOV_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

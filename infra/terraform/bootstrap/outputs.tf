@@ -1,0 +1,20 @@
+output "cluster_id" {
+  description = "ID of the CockroachDB Cloud cluster."
+  value       = module.cockroach.cluster_id
+}
+
+output "sql_host" {
+  description = "Host name of the SQL endpoint."
+  value       = module.cockroach.sql_host
+}
+
+output "database_url" {
+  description = "HOLDFAST_DATABASE_URL for ../deploy: `terraform output -raw database_url`."
+  value       = module.cockroach.database_url
+  sensitive   = true
+}
+
+output "delete_protection" {
+  description = "Whether the cluster refuses deletion."
+  value       = module.cockroach.delete_protection
+}

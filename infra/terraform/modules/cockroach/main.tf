@@ -1,0 +1,86 @@
+# The CockroachDB Cloud cluster Holdfast keeps its state in: one cluster, one database, one
+# SQL user with a generated password, managed backups, and delete protection in prod.
+
+locals {
+  dedicated         = var.plan == "ADVANCED"
+  delete_protection = var.environment == "prod" ? true : var.delete_protection
+}
+
+resource "random_password" "sql_user" {
+  length  = 40
+  special = false # the password goes into a URL: letters and digits only, 40 of them
+}
+
+resource "cockroach_cluster" "this" {
+  name              = var.cluster_name
+  cloud_provider    = var.cloud_provider
+  plan              = var.plan
+  delete_protection = local.delete_protection
+
+  serverless = local.dedicated ? null : {
+    usage_limits = var.plan == "STANDARD" ? {
+      provisioned_virtual_cpus = var.provisioned_virtual_cpus
+    } : null
+  }
+
+  dedicated = local.dedicated ? {
+    num_virtual_cpus = var.dedicated_virtual_cpus
+    storage_gib      = var.dedicated_storage_gib
+  } : null
+
+  # Serverless clusters name exactly one primary region; dedicated ones name none.
+  regions = [
+    for index, region in var.regions : {
+      name       = region
+      primary    = local.dedicated ? null : index == 0
+      node_count = local.dedicated ? var.nodes_per_region : null
+    }
+  ]
+
+  backup_config = {
+    enabled           = true
+    frequency_minutes = var.backup_frequency_minutes
+    retention_days    = var.backup_retention_days
+  }
+
+  labels = {
+    app         = "holdfast"
+    environment = var.environment
+  }
+}
+
+resource "cockroach_database" "holdfast" {
+  cluster_id = cockroach_cluster.this.id
+  name       = var.database_name
+}
+
+resource "cockroach_sql_user" "holdfast" {
+  cluster_id = cockroach_cluster.this.id
+  name       = var.sql_user_name
+  password   = random_password.sql_user.result
+}
+
+resource "cockroach_allow_list" "kubernetes" {
+  for_each = toset(var.allowed_cidrs)
+
+  cluster_id = cockroach_cluster.this.id
+  name       = "holdfast-${replace(each.value, "/[./]/", "-")}"
+  cidr_ip    = split("/", each.value)[0]
+  cidr_mask  = tonumber(split("/", each.value)[1])
+  sql        = true
+  ui         = false
+}
+
+locals {
+  sql_host = cockroach_cluster.this.regions[0].sql_dns
+  # verify-full against the system CA store: CockroachDB Cloud's SQL certificates are
+  # publicly signed (ADVANCED clusters with a private CA: pass sslrootcert instead).
+  database_url = format(
+    #checkov:skip=CKV_SECRET_4:A format template with %s placeholders, not a credential; the password comes from random_password at apply time.
+    "cockroachdb://%s:%s@%s:26257/%s?sslmode=verify-full&sslrootcert=system&application_name=holdfast",
+    cockroach_sql_user.holdfast.name,
+    random_password.sql_user.result,
+    local.sql_host,
+    cockroach_database.holdfast.name,
+  )
+}

@@ -1,0 +1,293 @@
+"""The manifests agree with the code they deploy: event routing, environment, probes and
+concurrency; and each check catches a deliberately broken sample."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from holdfast.adapters.database import Database
+from holdfast.adapters.tokens import DevIssuer, TokenVerifier
+from holdfast.config import Settings
+from holdfast.entrypoints import runtime as runtime_module
+from holdfast.entrypoints.web import Api
+from tests.deploy import crosscheck as x
+from tests.deploy import kustomize, terraform
+from tests.deploy.manifests import KNATIVE, ROOT
+
+OVERLAYS = ("dev", "prod")
+# What a function must get from its manifest, whatever defaults the code has.
+REQUIRED: dict[str, set[str]] = {
+    name: {
+        "FUNCTION_TARGET",
+        "FUNCTION_SOURCE",
+        "THREADS",
+        "HOLDFAST_DATABASE_URL",
+        "HOLDFAST_JWKS_FILE",
+        "HOLDFAST_JWT_ISSUER",
+        "HOLDFAST_JWT_AUDIENCE",
+        "K_SINK",
+    }
+    for name in x.FUNCTIONS
+}
+REQUIRED["ledger"] |= {"HOLDFAST_LEDGER_SIGNING_KEY_FILE"}
+# Variables that must never reach a cluster.
+FORBIDDEN = {"HOLDFAST_FAULT_SERIALIZATION_RATE", "HOLDFAST_PROJECT_DIR"}
+
+
+def rendered(overlay: str) -> list[dict[str, Any]]:
+    return kustomize.render(KNATIVE / "overlays" / overlay)
+
+
+def api_of(function: str) -> Api:
+    api: Api = importlib.import_module(f"holdfast.entrypoints.{function}").api
+    return api
+
+
+def handled() -> dict[str, set[str]]:
+    return {name: set(api_of(name).events) for name in x.FUNCTIONS}
+
+
+def containerfile() -> str:
+    return (ROOT / "Containerfile").read_text()
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_trigger_type_is_handled_and_every_handled_type_is_delivered(overlay: str) -> None:
+    tables = handled()
+    problems = x.event_problems(rendered(overlay), tables)
+    waiting_for_ledger = (
+        "PingSource ledger-sealing: ledger does not handle dev.knative.sources.ping"
+    )
+    if problems == [waiting_for_ledger] and not tables["ledger"]:
+        pytest.xfail(
+            "the ledger function is still being written (its events table is empty): the "
+            "sealing PingSource needs dev.knative.sources.ping in holdfast.entrypoints.ledger"
+        )
+    assert problems == []
+
+
+def test_every_inbound_contract_type_has_a_trigger() -> None:
+    from holdfast.entrypoints.events import INBOUND
+
+    triggered = {
+        t["spec"]["filter"]["attributes"]["type"] for t in x.of_kind(rendered("prod"), "Trigger")
+    }
+    assert set(INBOUND) <= triggered
+
+
+def test_a_trigger_for_an_unhandled_type_is_reported() -> None:
+    documents = rendered("prod")
+    rogue = copy.deepcopy(x.of_kind(documents, "Trigger")[0])
+    rogue["metadata"]["name"] = "account-close"
+    rogue["spec"]["filter"]["attributes"]["type"] = "dev.holdfast.account.close.v1"
+    tables = {"accounts": {"dev.holdfast.account.open.v1"}, "transfers": set(), "ledger": set()}
+    problems = x.event_problems([*documents, rogue], tables)
+    assert "Trigger account-close: accounts does not handle dev.holdfast.account.close.v1" in (
+        problems
+    )
+
+
+def test_a_handled_type_without_a_trigger_is_reported() -> None:
+    documents = [d for d in rendered("prod") if d["metadata"]["name"] != "transfer-cancel"]
+    problems = x.event_problems(documents, handled())
+    assert "transfers handles dev.holdfast.transfer.cancel.v1 but nothing delivers it" in problems
+
+
+def test_a_ping_to_a_function_without_a_timer_handler_is_reported() -> None:
+    tables = {"accounts": set(), "transfers": {"dev.holdfast.transfer.reserve.v1"}, "ledger": set()}
+    problems = x.event_problems(x.of_kind(rendered("dev"), "PingSource"), tables)
+    assert "PingSource transfers-expiry-sweep: transfers does not handle " + x.PING_TYPE in problems
+    assert "PingSource ledger-sealing: ledger does not handle " + x.PING_TYPE in problems
+
+
+def test_trigger_to_a_missing_broker_or_non_function_is_reported() -> None:
+    trigger = copy.deepcopy(x.of_kind(rendered("dev"), "Trigger")[0])
+    trigger["spec"]["broker"] = "default"
+    trigger["spec"]["subscriber"]["ref"]["name"] = "dead-letter"
+    problems = x.event_problems([trigger], {"accounts": set()})
+    assert problems[:2] == [
+        "Trigger account-open: no Broker named 'default'",
+        "Trigger account-open: subscriber 'dead-letter' is not a function",
+    ]
+
+
+# --- environment ---------------------------------------------------------------------------
+
+
+def code_env_reads() -> dict[str, set[str]]:
+    return x.env_reads([ROOT / "shared" / "holdfast", ROOT / "functions"])
+
+
+def documented() -> dict[str, str]:
+    return x.documented_defaults((ROOT / "docs" / "deploy.md").read_text())
+
+
+def test_the_scanner_finds_what_config_reads() -> None:
+    reads = code_env_reads()
+    assert {"HOLDFAST_DATABASE_URL", "HOLDFAST_JWKS_FILE", "K_SINK"} <= set(reads)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_variable_the_code_reads_is_set_or_has_a_documented_default(overlay: str) -> None:
+    problems = x.env_problems(code_env_reads(), rendered(overlay), documented(), REQUIRED)
+    assert problems == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_test_only_variable_reaches_a_cluster(overlay: str) -> None:
+    for name, service in x.function_services(rendered(overlay)).items():
+        assert not (x.env_set(service, rendered(overlay)) & FORBIDDEN), name
+
+
+def test_an_unset_undocumented_variable_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "new.py").write_text(
+        'import os\nKEY = os.environ["HOLDFAST_NEW_KEY"]\nURL = os.getenv("HOLDFAST_NEW_URL")\n'
+    )
+    reads = x.env_reads([tmp_path])
+    assert set(reads) == {"HOLDFAST_NEW_KEY", "HOLDFAST_NEW_URL"}
+    problems = x.env_problems(reads, rendered("prod"), {"HOLDFAST_NEW_URL": "required"}, {})
+    assert "HOLDFAST_NEW_KEY is read by the code but not documented in docs/deploy.md" in problems
+    assert "ledger: HOLDFAST_NEW_URL is read but not set and has no default" in problems
+
+
+def test_a_required_variable_missing_from_a_manifest_is_reported() -> None:
+    documents = rendered("prod")
+    ledger = x.function_services(documents)["ledger"]
+    env = x.container(ledger)["env"]
+    env[:] = [e for e in env if e["name"] != "HOLDFAST_LEDGER_SIGNING_KEY_FILE"]
+    problems = x.env_problems({}, documents, {}, REQUIRED)
+    assert problems == ["ledger: HOLDFAST_LEDGER_SIGNING_KEY_FILE must be set in its manifest"]
+
+
+def test_k_sink_comes_only_from_a_matching_sinkbinding() -> None:
+    documents = rendered("prod")
+    service = x.function_services(documents)["accounts"]
+    assert "K_SINK" in x.env_set(service, documents)
+    del service["metadata"]["labels"]["holdfast.dev/emits-events"]
+    assert "K_SINK" not in x.env_set(service, documents)
+
+
+def test_secret_and_config_references_are_created_by_terraform() -> None:
+    """Every Secret and ConfigMap a function reads is one infra/terraform/modules/app makes."""
+    made = terraform.kubernetes_object_names(ROOT / "infra" / "terraform" / "modules" / "app")
+    secrets, config_maps = made["kubernetes_secret_v1"], made["kubernetes_config_map_v1"]
+    for service in x.function_services(rendered("prod")).values():
+        spec = service["spec"]["template"]["spec"]
+        assert {v["secret"]["secretName"] for v in spec.get("volumes", [])} <= secrets
+        for entry in x.container(service).get("env", []):
+            source = entry.get("valueFrom", {})
+            if "secretKeyRef" in source:
+                assert source["secretKeyRef"]["name"] in secrets, entry
+            if "configMapKeyRef" in source:
+                assert source["configMapKeyRef"]["name"] in config_maps, entry
+
+
+# --- probes ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_runtime(tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime whose database is an in-memory SQLite: enough for the probes' SELECT 1."""
+    settings = Settings.from_env({"HOLDFAST_HOME": str(tmp_path)})
+    issuer = DevIssuer(tmp_path, issuer="t", audience="t")
+    runtime = Runtime(
+        settings=settings,
+        db=Database(sa.create_engine("sqlite://")),
+        verifier=TokenVerifier(issuer.jwks(), issuer="t", audience="t"),
+    )
+    runtime_module.install(runtime)
+    try:
+        yield runtime
+    finally:
+        runtime_module.install(None)
+
+
+Runtime = runtime_module.Runtime
+
+
+def probe_status(api: Api, path: str) -> int:
+    request = Request(EnvironBuilder(path=path, method="GET").get_environ())
+    return api(request).status_code
+
+
+def probe_paths(service: dict[str, Any]) -> dict[str, str]:
+    container = x.container(service)
+    return {
+        kind: container[kind]["httpGet"]["path"] for kind in ("livenessProbe", "readinessProbe")
+    }
+
+
+@pytest.mark.parametrize("function", x.FUNCTIONS)
+def test_probe_paths_answer_200_without_a_token(function: str, sqlite_runtime: Runtime) -> None:
+    paths = probe_paths(x.function_services(rendered("prod"))[function])
+    assert paths == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for path in paths.values():
+        assert probe_status(api_of(function), path) == 200, path
+
+
+def test_readiness_fails_when_the_database_does_not_answer(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HOLDFAST_HOME": str(tmp_path)})
+    issuer = DevIssuer(tmp_path, issuer="t", audience="t")
+    unreachable = sa.create_engine(f"sqlite:///{tmp_path}/no/such/dir/db.sqlite")
+    runtime_module.install(
+        Runtime(
+            settings=settings,
+            db=Database(unreachable),
+            verifier=TokenVerifier(issuer.jwks(), issuer="t", audience="t"),
+        )
+    )
+    try:
+        assert probe_status(api_of("accounts"), "/readyz") == 503
+        assert probe_status(api_of("accounts"), "/healthz") == 200
+    finally:
+        runtime_module.install(None)
+
+
+def test_a_probe_on_a_path_the_function_does_not_serve_is_caught(sqlite_runtime: Runtime) -> None:
+    assert probe_status(api_of("transfers"), "/livez") == 404
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_container_concurrency_equals_gunicorn_threads(overlay: str) -> None:
+    assert x.concurrency_problems(rendered(overlay), containerfile()) == []
+
+
+def test_gunicorn_threads_come_from_the_threads_variable() -> None:
+    assert x.gunicorn_threads({"THREADS": "3"}) == 3
+
+
+def test_a_concurrency_mismatch_is_reported() -> None:
+    documents = rendered("prod")
+    transfers = x.function_services(documents)["transfers"]
+    transfers["spec"]["template"]["spec"]["containerConcurrency"] = 16
+    problems = x.concurrency_problems(documents, containerfile())
+    assert problems == ["transfers: containerConcurrency 16 != gunicorn threads 8"]
+
+
+def test_missing_threads_is_reported() -> None:
+    documents = rendered("prod")
+    accounts = x.function_services(documents)["accounts"]
+    env = x.container(accounts)["env"]
+    env[:] = [e for e in env if e["name"] != "THREADS"]
+    problems = x.concurrency_problems(documents, "FROM scratch\nENV PORT=8080\n")
+    assert problems == ["accounts: THREADS unset: gunicorn would use 4 x the node's CPUs"]
+
+
+def test_image_env_reads_the_last_stage_with_continued_lines() -> None:
+    text = "FROM a AS build\nENV THREADS=1\nFROM b\nENV A=1 \\\n    THREADS=8\n"
+    assert x.image_env(text) == {"A": "1", "THREADS": "8"}
