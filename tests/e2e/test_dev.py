@@ -1,0 +1,116 @@
+"""`holdfast dev` as a user runs it: a real process tree over real HTTP."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.conftest import Dev, start_dev, stop_dev
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_transfer_end_to_end(dev: Dev) -> None:
+    alice, bank = dev.client("alice"), dev.client("bank", "accounts:write transfers:write operator")
+    funding, wallet, shop = (str(uuid.uuid4()) for _ in range(3))
+    assert (
+        bank.post(
+            "/v1/accounts",
+            json={"id": funding, "currency": "EUR", "owner": "bank", "overdraft_limit": None},
+        ).status_code
+        == 201
+    )
+    assert (
+        alice.post(
+            "/v1/accounts", json={"id": wallet, "currency": "EUR", "owner": "alice"}
+        ).status_code
+        == 201
+    )
+    assert (
+        bank.post("/v1/accounts", json={"id": shop, "currency": "EUR", "owner": "shop"}).status_code
+        == 201
+    )
+    paid_in = bank.post(
+        "/v1/transfers",
+        json={
+            "id": str(uuid.uuid4()),
+            "debit_account_id": funding,
+            "credit_account_id": wallet,
+            "amount": 5000,
+            "currency": "EUR",
+            "immediate": True,
+        },
+    )
+    assert paid_in.json()["state"] == "confirmed"
+    purchase = {
+        "id": str(uuid.uuid4()),
+        "debit_account_id": wallet,
+        "credit_account_id": shop,
+        "amount": 1250,
+        "currency": "EUR",
+    }
+    reserved = alice.post("/v1/transfers", json=purchase)
+    assert (reserved.status_code, reserved.json()["state"]) == (201, "reserved")
+    assert alice.get(f"/v1/accounts/{wallet}").json()["balance"] == {
+        "posted": 5000,
+        "available": 3750,
+    }
+    confirmed = alice.post(f"/v1/transfers/{purchase['id']}/confirm")
+    assert (confirmed.status_code, confirmed.json()["state"]) == (200, "confirmed")
+    assert alice.get(f"/v1/accounts/{wallet}").json()["balance"] == {
+        "posted": 3750,
+        "available": 3750,
+    }
+    refused = alice.post(
+        "/v1/transfers", json={**purchase, "id": str(uuid.uuid4()), "amount": 10_000}
+    )
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "insufficient_funds"
+
+
+def test_the_gateway_routes_by_prefix_and_needs_a_token(dev: Dev) -> None:
+    with httpx.Client(base_url=dev.base_url) as anonymous:
+        assert anonymous.get("/healthz").status_code == 200
+        assert anonymous.get(f"/v1/accounts/{uuid.uuid4()}").status_code == 401
+        assert anonymous.get(f"/v1/transfers/{uuid.uuid4()}").status_code == 401
+        assert anonymous.get("/v2/anything").status_code == 404
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_leaves_no_process_behind_and_data_survives(tmp_path: Path, sig: int) -> None:
+    first = start_dev(tmp_path / "home")
+    account = str(uuid.uuid4())
+    with first.client() as alice:
+        assert (
+            alice.post(
+                "/v1/accounts", json={"id": account, "currency": "EUR", "owner": "alice"}
+            ).status_code
+            == 201
+        )
+    children = descendants(first.process.pid)
+    assert len(children) >= 3  # three functions (and their gunicorn workers)
+    assert stop_dev(first, sig) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    postgres = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and str(tmp_path / "home") in " ".join(p.info["cmdline"])
+    ]
+    assert postgres == []
+    second = start_dev(tmp_path / "home")
+    try:
+        with second.client() as alice:
+            assert alice.get(f"/v1/accounts/{account}").status_code == 200
+    finally:
+        stop_dev(second)
