@@ -45,10 +45,18 @@ def inbound(event: CloudEvent, subject: str) -> events.Inbound:
 
 
 def parse(event: CloudEvent, model: type[M]) -> M:
+    """The event's data as `model`, or a 400 problem: an event whose data does not fit is
+    malformed (Knative sends it to the dead-letter sink rather than retrying it)."""
     data = event_data(event)
     if not isinstance(data, dict):
         raise HttpProblem("malformed_request", "Malformed event data", "data must be a JSON object")
-    return parse_model(model, data)
+    try:
+        return parse_model(model, data)
+    except HttpProblem as error:
+        extra = {k: v for k, v in error.body.items() if k == "errors"}
+        raise HttpProblem(
+            "malformed_request", "Malformed event data", str(error.body["detail"]), **extra
+        ) from error
 
 
 def handle(

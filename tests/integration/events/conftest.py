@@ -61,6 +61,7 @@ class Sink:
     status: int = 202
     delay_s: float = 0.0
     decide: Callable[[dict[str, str]], tuple[int, float]] | None = None
+    reply: tuple[dict[str, str], bytes] | None = None  # headers and body of a 200 answer
     requests: list[Received] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
     in_flight: set[str] = field(default_factory=set)
@@ -93,16 +94,21 @@ class Sink:
                     if delay:
                         time.sleep(delay)
                     received.status = status
+                    received.finished = time.monotonic()
+                    with sink.lock:  # recorded before answering: the client may look next
+                        sink.requests.append(received)
+                    headers, content = sink.reply if sink.reply and status == 200 else ({}, b"")
                     self.send_response(status)
-                    self.send_header("content-length", "0")
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(content)))
                     self.end_headers()
+                    self.wfile.write(content)
                 except OSError:
                     pass  # the client gave up (timeout): it counts as a failed delivery
                 finally:
-                    received.finished = time.monotonic()
                     with sink.lock:
                         sink.in_flight.discard(event_id)
-                        sink.requests.append(received)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
