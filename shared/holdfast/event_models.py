@@ -104,17 +104,19 @@ class RejectionData(Open):
 
 class CheckpointData(Open):
     """`dev.holdfast.ledger.checkpoint.v1`: a signed checkpoint sealing a range of ledger
-    entries (see `GET /v1/ledger/checkpoints`). Every field is optional here: the ledger owns
-    the exact shape; `GET /v1/ledger/checkpoints/{number}` is authoritative."""
+    entries (as `GET /v1/ledger/checkpoints` shows it). Every field is optional here: the
+    ledger owns the exact shape, and the checkpoint API is authoritative."""
 
     number: StrictInt | None = None
     first_seq: StrictInt | None = None
     last_seq: StrictInt | None = None
     entry_count: StrictInt | None = None
-    digest: str | None = Field(default=None, description="digest over the sealed entries")
+    entries_root: str | None = Field(default=None, description="digest over the entries")
     previous_digest: str | None = Field(default=None, description="the previous checkpoint's")
+    digest: str | None = None
+    key_id: str | None = Field(default=None, description="which Ed25519 key signed it")
+    created_at: datetime | None = None
     signature: str | None = Field(default=None, description="Ed25519 signature")
-    sealed_at: datetime | None = None
 
 
 OUTBOUND: dict[str, type[BaseModel]] = {
