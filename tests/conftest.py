@@ -5,6 +5,8 @@ by functions-framework's own app factory."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,14 +37,28 @@ def _admin(url: str) -> sa.Engine:
     return sa.create_engine(sqlalchemy_url(url), isolation_level="AUTOCOMMIT")
 
 
+def state_dir(prefix: str) -> Path:
+    """A directory for a server's data, outside pytest's tmp root.
+
+    pytest resets its `pytest-of-<user>` folder to mode 0700 whenever a session (or an xdist
+    worker) starts; the embedded server runs as its own system user and would lose access.
+    """
+    root = Path(tempfile.gettempdir()) / "holdfast-tests"
+    root.mkdir(mode=0o755, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server: HOLDFAST_DATABASE_URL's, or an embedded one for this worker."""
     configured = os.environ.get("HOLDFAST_DATABASE_URL")
     if configured:
         yield configured
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    home = state_dir("pg-")
+    embedded = EmbeddedPostgres(home)
     url = embedded.start()
     # A throwaway test server need not survive a power cut: skip the flushes (not in dev/bench).
     admin = _admin(url)
@@ -55,6 +71,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         embedded.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ processes, the gateway) on free ports, with its own HOLDFAST_HOME."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import state_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLDFAST = Path(sys.executable).parent / "holdfast"
@@ -91,10 +94,20 @@ def stop_dev(dev: Dev, sig: int = signal.SIGTERM) -> int:
     return code
 
 
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A HOLDFAST_HOME outside pytest's tmp root (see tests.conftest.state_dir)."""
+    path = state_dir("home-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    running = start_dev(tmp_path_factory.mktemp("home"))
+def dev() -> Iterator[Dev]:
+    path = state_dir("home-")
+    running = start_dev(path)
     try:
         yield running
     finally:
         stop_dev(running)
+        shutil.rmtree(path, ignore_errors=True)

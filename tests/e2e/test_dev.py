@@ -87,8 +87,8 @@ def descendants(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_leaves_no_process_behind_and_data_survives(tmp_path: Path, sig: int) -> None:
-    first = start_dev(tmp_path / "home")
+def test_stop_leaves_no_process_behind_and_data_survives(home: Path, sig: int) -> None:
+    first = start_dev(home)
     account = str(uuid.uuid4())
     with first.client() as alice:
         assert (
@@ -105,10 +105,10 @@ def test_stop_leaves_no_process_behind_and_data_survives(tmp_path: Path, sig: in
     postgres = [
         p
         for p in psutil.process_iter(["cmdline"])
-        if p.info["cmdline"] and str(tmp_path / "home") in " ".join(p.info["cmdline"])
+        if p.info["cmdline"] and str(home) in " ".join(p.info["cmdline"])
     ]
     assert postgres == []
-    second = start_dev(tmp_path / "home")
+    second = start_dev(home)
     try:
         with second.client() as alice:
             assert alice.get(f"/v1/accounts/{account}").status_code == 200
