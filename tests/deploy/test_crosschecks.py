@@ -194,6 +194,11 @@ def test_secret_and_config_references_are_created_by_terraform() -> None:
                 assert source["configMapKeyRef"]["name"] in config_maps, entry
 
 
+def test_no_function_can_read_the_schema_owners_url() -> None:
+    for name, service in x.function_services(rendered("prod")).items():
+        assert "holdfast-migration" not in str(service), name
+
+
 # --- probes ------------------------------------------------------------------------------
 
 

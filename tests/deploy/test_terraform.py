@@ -61,16 +61,29 @@ def test_the_cockroach_module_protects_prod_and_uses_the_cockroach_provider() ->
     assert {"region", "plan"} <= {n.rstrip("s") for n in module.variables}
     assert 'var.environment == "prod" ? true : var.delete_protection' in module.text
     assert module.outputs["database_url"].get("sensitive") is True
+    assert module.outputs["migration_database_url"].get("sensitive") is True
+    # Only the schema's owner comes from the Cloud API (its users are admins); the
+    # functions' login is made by the migration job with the holdfast_functions role only.
+    assert module.text.count('resource "cockroach_sql_user"') == 1
+
+
+def test_the_migration_job_migrates_as_owner_then_grants_the_functions_login() -> None:
+    text = (t.TERRAFORM / "modules" / "app" / "main.tf").read_text()
+    job = text[text.index('resource "kubernetes_job_v1" "migrate"') :]
+    assert job.index("init_container") < job.index('command           = ["holdfast", "migrate"]')
+    assert "/opt/holdfast-grant/grant_app_user.py" in job
+    assert 'file("${path.module}/grant_app_user.py")' in text
 
 
 def test_the_app_module_creates_every_secret_the_functions_read() -> None:
     names = t.kubernetes_object_names(t.TERRAFORM / "modules" / "app")
     assert names["kubernetes_secret_v1"] == {
         "holdfast-database",
+        "holdfast-migration",
         "holdfast-jwks",
         "holdfast-ledger-signing-key",
     }
-    assert names["kubernetes_config_map_v1"] == {"holdfast-auth"}
+    assert names["kubernetes_config_map_v1"] == {"holdfast-auth", "holdfast-grant-functions-login"}
     module = t.Module.load(t.TERRAFORM / "modules" / "app")
     assert "provider::kubernetes::manifest_decode_multi" in module.text
 

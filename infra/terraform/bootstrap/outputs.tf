@@ -9,8 +9,14 @@ output "sql_host" {
 }
 
 output "database_url" {
-  description = "HOLDFAST_DATABASE_URL for ../deploy: `terraform output -raw database_url`."
+  description = "The functions' HOLDFAST_DATABASE_URL for ../deploy: `terraform output -raw database_url`."
   value       = module.cockroach.database_url
+  sensitive   = true
+}
+
+output "migration_database_url" {
+  description = "The schema owner's URL for ../deploy's migration job: `terraform output -raw migration_database_url`."
+  value       = module.cockroach.migration_database_url
   sensitive   = true
 }
 

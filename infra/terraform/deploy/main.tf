@@ -5,6 +5,7 @@ module "app" {
   image                  = var.image
   manifests_file         = var.manifests_file
   database_url           = var.database_url
+  migration_database_url = var.migration_database_url
   jwks_json              = var.jwks_json
   jwt_issuer             = var.jwt_issuer
   jwt_audience           = var.jwt_audience

@@ -61,6 +61,17 @@ variable "database_url" {
   }
 }
 
+variable "migration_database_url" {
+  description = "The schema owner's URL for the migration job: export TF_VAR_migration_database_url from the bootstrap state's output."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^(cockroachdb|postgresql|postgres)://", var.migration_database_url))
+    error_message = "migration_database_url must start with cockroachdb://, postgresql:// or postgres://."
+  }
+}
+
 variable "jwks_json" {
   description = "JWKS of the identity provider (export TF_VAR_jwks_json)."
   type        = string

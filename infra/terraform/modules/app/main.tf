@@ -36,6 +36,18 @@ resource "kubernetes_secret_v1" "database" {
   }
 }
 
+resource "kubernetes_secret_v1" "migration" {
+  metadata {
+    name      = "holdfast-migration"
+    namespace = kubernetes_namespace_v1.holdfast.metadata[0].name
+    labels    = local.labels
+  }
+  type = "Opaque"
+  data = {
+    url = var.migration_database_url
+  }
+}
+
 resource "kubernetes_secret_v1" "jwks" {
   metadata {
     name      = "holdfast-jwks"
@@ -72,10 +84,24 @@ resource "kubernetes_config_map_v1" "auth" {
   }
 }
 
-# The schema migration runs once per image, before any Knative revision of that image.
+resource "kubernetes_config_map_v1" "grant_script" {
+  metadata {
+    name      = "holdfast-grant-functions-login"
+    namespace = kubernetes_namespace_v1.holdfast.metadata[0].name
+    labels    = local.labels
+  }
+  data = {
+    "grant_app_user.py" = file("${path.module}/grant_app_user.py")
+  }
+}
+
+# The schema migration runs once per image, before any Knative revision of that image: as the
+# schema's owner, `holdfast migrate`, then grant_app_user.py gives the functions' login the
+# holdfast_functions role and nothing more (the ledger's history stays append-only for it).
 resource "kubernetes_job_v1" "migrate" {
   metadata {
-    name      = "holdfast-migrate-${substr(sha256(var.image), 0, 12)}"
+    # One job per image and script: a new release (or a changed script) runs it again.
+    name      = "holdfast-migrate-${substr(sha256("${var.image}${filesha256("${path.module}/grant_app_user.py")}"), 0, 12)}"
     namespace = kubernetes_namespace_v1.holdfast.metadata[0].name
     labels    = local.labels
   }
@@ -102,7 +128,7 @@ resource "kubernetes_job_v1" "migrate" {
           }
         }
 
-        container {
+        init_container {
           name              = "migrate"
           image             = var.image
           image_pull_policy = "Always"
@@ -112,7 +138,7 @@ resource "kubernetes_job_v1" "migrate" {
             name = "HOLDFAST_DATABASE_URL"
             value_from {
               secret_key_ref {
-                name = kubernetes_secret_v1.database.metadata[0].name
+                name = kubernetes_secret_v1.migration.metadata[0].name
                 key  = "url"
               }
             }
@@ -137,6 +163,68 @@ resource "kubernetes_job_v1" "migrate" {
             capabilities {
               drop = ["ALL"]
             }
+          }
+        }
+
+        container {
+          name              = "grant-functions-login"
+          image             = var.image
+          image_pull_policy = "Always"
+          command           = ["python", "/opt/holdfast-grant/grant_app_user.py"]
+
+          env {
+            name = "HOLDFAST_MIGRATION_DATABASE_URL"
+            value_from {
+              secret_key_ref {
+                name = kubernetes_secret_v1.migration.metadata[0].name
+                key  = "url"
+              }
+            }
+          }
+
+          env {
+            name = "HOLDFAST_DATABASE_URL"
+            value_from {
+              secret_key_ref {
+                name = kubernetes_secret_v1.database.metadata[0].name
+                key  = "url"
+              }
+            }
+          }
+
+          volume_mount {
+            name       = "grant-script"
+            mount_path = "/opt/holdfast-grant"
+            read_only  = true
+          }
+
+          resources {
+            requests = {
+              cpu    = "50m"
+              memory = "96Mi"
+            }
+            limits = {
+              cpu    = "250m"
+              memory = "192Mi"
+            }
+          }
+
+          security_context {
+            allow_privilege_escalation = false
+            privileged                 = false
+            read_only_root_filesystem  = true
+            run_as_non_root            = true
+            capabilities {
+              drop = ["ALL"]
+            }
+          }
+        }
+
+        volume {
+          name = "grant-script"
+          config_map {
+            name         = kubernetes_config_map_v1.grant_script.metadata[0].name
+            default_mode = "0444"
           }
         }
       }
@@ -185,6 +273,7 @@ resource "kubernetes_manifest" "knative" {
 
   depends_on = [
     kubernetes_secret_v1.database,
+    kubernetes_secret_v1.migration,
     kubernetes_secret_v1.jwks,
     kubernetes_secret_v1.ledger_signing_key,
     kubernetes_config_map_v1.auth,

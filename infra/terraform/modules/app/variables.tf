@@ -30,13 +30,24 @@ variable "manifests_file" {
 }
 
 variable "database_url" {
-  description = "HOLDFAST_DATABASE_URL (cockroachdb:// or postgresql://); the bootstrap state's `database_url` output."
+  description = "The functions' HOLDFAST_DATABASE_URL (their own login, which the migration job creates); the bootstrap state's `database_url` output."
   type        = string
   sensitive   = true
 
   validation {
     condition     = can(regex("^(cockroachdb|postgresql|postgres)://", var.database_url))
     error_message = "database_url must start with cockroachdb://, postgresql:// or postgres://."
+  }
+}
+
+variable "migration_database_url" {
+  description = "URL of the schema's owner, for the migration job only; the bootstrap state's `migration_database_url` output."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^(cockroachdb|postgresql|postgres)://", var.migration_database_url))
+    error_message = "migration_database_url must start with cockroachdb://, postgresql:// or postgres://."
   }
 }
 

@@ -6,9 +6,15 @@ locals {
   delete_protection = var.environment == "prod" ? true : var.delete_protection
 }
 
-resource "random_password" "sql_user" {
+# Passwords go into URLs and SQL literals: letters and digits only, 40 of them.
+resource "random_password" "owner" {
   length  = 40
-  special = false # the password goes into a URL: letters and digits only, 40 of them
+  special = false
+}
+
+resource "random_password" "functions" {
+  length  = 40
+  special = false
 }
 
 resource "cockroach_cluster" "this" {
@@ -54,10 +60,12 @@ resource "cockroach_database" "holdfast" {
   name       = var.database_name
 }
 
-resource "cockroach_sql_user" "holdfast" {
+# Only the owner is made here: the functions' login is made by the migration job in SQL
+# (infra/terraform/modules/app/grant_app_user.py), with nothing but the holdfast_functions role.
+resource "cockroach_sql_user" "owner" {
   cluster_id = cockroach_cluster.this.id
-  name       = var.sql_user_name
-  password   = random_password.sql_user.result
+  name       = var.owner_user_name
+  password   = random_password.owner.result
 }
 
 resource "cockroach_allow_list" "kubernetes" {
@@ -75,12 +83,22 @@ locals {
   sql_host = cockroach_cluster.this.regions[0].sql_dns
   # verify-full against the system CA store: CockroachDB Cloud's SQL certificates are
   # publicly signed (ADVANCED clusters with a private CA: pass sslrootcert instead).
-  database_url = format(
-    #checkov:skip=CKV_SECRET_4:A format template with %s placeholders, not a credential; the password comes from random_password at apply time.
-    "cockroachdb://%s:%s@%s:26257/%s?sslmode=verify-full&sslrootcert=system&application_name=holdfast",
-    cockroach_sql_user.holdfast.name,
-    random_password.sql_user.result,
+  #checkov:skip=CKV_SECRET_4:A format template with %s placeholders, not a credential; the passwords come from random_password at apply time.
+  url_template = "cockroachdb://%s:%s@%s:26257/%s?sslmode=verify-full&sslrootcert=system&application_name=%s"
+  migration_database_url = format(
+    local.url_template,
+    cockroach_sql_user.owner.name,
+    random_password.owner.result,
     local.sql_host,
     cockroach_database.holdfast.name,
+    "holdfast-migrate",
+  )
+  database_url = format(
+    local.url_template,
+    var.functions_user_name,
+    random_password.functions.result,
+    local.sql_host,
+    cockroach_database.holdfast.name,
+    "holdfast",
   )
 }

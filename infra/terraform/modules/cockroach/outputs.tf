@@ -13,14 +13,20 @@ output "database_name" {
   value       = cockroach_database.holdfast.name
 }
 
-output "sql_user_name" {
-  description = "The SQL user Holdfast connects as."
-  value       = cockroach_sql_user.holdfast.name
+output "owner_user_name" {
+  description = "The SQL user that owns the schema and runs migrations."
+  value       = cockroach_sql_user.owner.name
 }
 
 output "database_url" {
-  description = "HOLDFAST_DATABASE_URL for the app state (contains the password)."
+  description = "HOLDFAST_DATABASE_URL of the functions (their own login; contains its password)."
   value       = local.database_url
+  sensitive   = true
+}
+
+output "migration_database_url" {
+  description = "URL the migration job connects with, as the schema's owner (contains its password)."
+  value       = local.migration_database_url
   sensitive   = true
 }
 

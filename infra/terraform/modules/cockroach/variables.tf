@@ -133,14 +133,25 @@ variable "database_name" {
   }
 }
 
-variable "sql_user_name" {
-  description = "The SQL user the functions and the migration job connect as."
+variable "owner_user_name" {
+  description = "SQL user that owns the schema and runs migrations (created through the Cloud API, so an admin)."
   type        = string
-  default     = "holdfast"
+  default     = "holdfast_owner"
 
   validation {
-    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.sql_user_name))
-    error_message = "sql_user_name must be a lowercase SQL identifier."
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.owner_user_name))
+    error_message = "owner_user_name must be a lowercase SQL identifier."
+  }
+}
+
+variable "functions_user_name" {
+  description = "SQL login of the functions, holding only the holdfast_functions role; the migration job creates it (not the Cloud API, whose users are admins)."
+  type        = string
+  default     = "holdfast_functions_login"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.functions_user_name)) && var.functions_user_name != "holdfast_functions"
+    error_message = "functions_user_name must be a lowercase SQL identifier other than the role holdfast_functions."
   }
 }
 
