@@ -86,7 +86,9 @@ def test_confirm_posts_balanced_entries_in_the_same_transaction(
     confirmed = transfers_api.call("POST", f"/v1/transfers/{body['id']}/confirm")
     assert confirmed.status_code == 200
     assert confirmed.json["state"] == "confirmed" and confirmed.json["confirmed_amount"] == 1500
-    assert sorted(entries(db, body["id"])) == sorted([(alice, "debit", 1500), (bob, "credit", 1500)])
+    assert sorted(entries(db, body["id"])) == sorted(
+        [(alice, "debit", 1500), (bob, "credit", 1500)]
+    )
     assert balance(accounts_api, alice)["posted"] == 8_500
     assert balance(accounts_api, bob) == {
         "posted": 1500,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from holdfast.adapters import tables as t
-from holdfast.domain.accounts import Account, Direction, NormalBalance, Status
+from holdfast.domain.accounts import Account, NormalBalance, Status
 from holdfast.domain.errors import require
 from holdfast.domain.transfers import Book, Leg, State, Transfer
 
@@ -48,33 +48,53 @@ def _account(row: Row[Any]) -> Account:
     return account
 
 
+def _lapsed(direction: str) -> sa.ScalarSelect[Any]:
+    """The part of an account's reservations whose holds lapsed (as of the transaction's now)."""
+    h = t.holds
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(h.c.amount), 0))
+        .where(h.c.account_id == t.accounts.c.id, h.c.direction == direction)
+        .where(h.c.expires_at <= sa.func.now())
+        .scalar_subquery()
+    )
+
+
 def load_accounts(
-    connection: Connection, ids: Iterable[UUID], at: datetime, *, lock: bool
-) -> dict[UUID, Account]:
-    """Accounts by id with their lapsed holds as of `at`; locked FOR UPDATE in id order."""
+    connection: Connection, ids: Iterable[UUID], *, lock: bool
+) -> tuple[dict[UUID, Account], datetime | None]:
+    """Accounts by id with their lapsed holds, locked FOR UPDATE in id order, in one query.
+
+    Also returns the transaction's `now()` (None when no account matched), which saves a
+    round trip on the hot path.
+    """
     wanted = sorted(set(ids))
     if not wanted:
-        return {}
-    query = sa.select(t.accounts).where(t.accounts.c.id.in_(wanted)).order_by(t.accounts.c.id)
-    if lock:
-        query = query.with_for_update()
-    accounts = {row.id: _account(row) for row in connection.execute(query)}
-    lapsed = connection.execute(
-        sa.select(t.holds.c.account_id, t.holds.c.direction, sa.func.sum(t.holds.c.amount))
-        .where(t.holds.c.account_id.in_(list(accounts)), t.holds.c.expires_at <= at)
-        .group_by(t.holds.c.account_id, t.holds.c.direction)
+        return {}, None
+    query = (
+        sa.select(
+            t.accounts,
+            _lapsed("debit").label("debits_lapsed"),
+            _lapsed("credit").label("credits_lapsed"),
+            sa.func.now().label("now_"),
+        )
+        .where(t.accounts.c.id.in_(wanted))
+        .order_by(t.accounts.c.id)
     )
-    for account_id, direction, amount in lapsed:
-        account = accounts[account_id]
-        if direction == Direction.DEBIT:
-            account.debits_lapsed = int(amount)
-        else:
-            account.credits_lapsed = int(amount)
-    return accounts
+    if lock:
+        query = query.with_for_update(of=t.accounts)
+    accounts: dict[UUID, Account] = {}
+    at = None
+    for row in connection.execute(query):
+        account = _account(row)
+        account.debits_lapsed = int(row.debits_lapsed)
+        account.credits_lapsed = int(row.credits_lapsed)
+        accounts[account.id] = account
+        at = row.now_
+    return accounts, at
 
 
-def get_account(connection: Connection, account_id: UUID, at: datetime) -> Account | None:
-    return load_accounts(connection, [account_id], at, lock=False).get(account_id)
+def get_account(connection: Connection, account_id: UUID) -> Account | None:
+    return load_accounts(connection, [account_id], lock=False)[0].get(account_id)
 
 
 def insert_account(connection: Connection, account: Account) -> None:

@@ -32,7 +32,7 @@ def open_in(connection: Connection, command: OpenAccount, actor: Actor) -> Opene
     if not actor.owns(command.owner):
         raise Forbidden("without the operator scope an account can only be opened for yourself")
     at = repository.now(connection)
-    existing = repository.get_account(connection, command.id, at)
+    existing = repository.get_account(connection, command.id)
     if existing is not None:
         first = OpenAccount(
             existing.id,
@@ -65,7 +65,7 @@ def open_in(connection: Connection, command: OpenAccount, actor: Actor) -> Opene
 
 def get_account(db: Database, account_id: UUID, actor: Actor) -> Account:
     def work(connection: Connection) -> Account:
-        account = repository.get_account(connection, account_id, repository.now(connection))
+        account = repository.get_account(connection, account_id)
         if account is None or not actor.owns(account.owner):
             raise AccountNotFound(f"account {account_id} not found")
         return account
@@ -80,10 +80,9 @@ def change_status(db: Database, account_id: UUID, action: Action, actor: Actor) 
     """Owners may freeze and close their accounts; lifting a freeze takes `operator`."""
 
     def work(connection: Connection) -> Account:
-        at = repository.now(connection)
-        accounts = repository.load_accounts(connection, [account_id], at, lock=True)
+        accounts, at = repository.load_accounts(connection, [account_id], lock=True)
         account = accounts.get(account_id)
-        if account is None or not actor.owns(account.owner):
+        if account is None or at is None or not actor.owns(account.owner):
             raise AccountNotFound(f"account {account_id} not found")
         if action == "unfreeze" and not actor.is_operator:
             raise Forbidden("lifting a freeze needs the operator scope")

@@ -163,7 +163,6 @@ def _group_commit(db: Database) -> GroupCommit:
 
 def apply(connection: Connection, operations: Sequence[Operation]) -> list[Outcome]:
     """The body of `execute`, for callers that already hold a transaction (events)."""
-    at = repository.now(connection)
     transfer_ids = {op.command.id for op in operations}
     transfers = repository.load_transfers(connection, transfer_ids, lock=True)
     account_ids = {a for x in transfers.values() for a in x.account_ids()}
@@ -171,7 +170,9 @@ def apply(connection: Connection, operations: Sequence[Operation]) -> list[Outco
         if isinstance(op.command, ReserveCommand):
             for leg in op.command.legs:
                 account_ids.update((leg.debit_account_id, leg.credit_account_id))
-    accounts = repository.load_accounts(connection, account_ids, at, lock=True)
+    accounts, at = repository.load_accounts(connection, account_ids, lock=True)
+    if at is None:  # no account involved (say, an empty cancel): ask the clock itself
+        at = repository.now(connection)
     book = Book(now=at, accounts=accounts, transfers=transfers)
     outcomes: list[Outcome] = []
     for op in operations:
@@ -197,20 +198,20 @@ def get_transfer(db: Database, transfer_id: UUID, actor: Actor) -> tuple[Transfe
     def work(connection: Connection) -> tuple[Transfer, datetime]:
         at = repository.now(connection)
         transfer = repository.load_transfers(connection, [transfer_id], lock=False).get(transfer_id)
-        if transfer is None or not _may_read(connection, transfer, actor, at):
+        if transfer is None or not _may_read(connection, transfer, actor):
             raise TransferNotFound(f"transfer {transfer_id} not found")
         return transfer, at
 
     return db.run(work)
 
 
-def _may_read(connection: Connection, transfer: Transfer, actor: Actor, at: datetime) -> bool:
+def _may_read(connection: Connection, transfer: Transfer, actor: Actor) -> bool:
     """A customer sees the transfers that touch one of their accounts (or that they fenced)."""
     if actor.is_operator:
         return True
     if transfer.fenced:
         return transfer.created_by == actor.sub
-    accounts = repository.load_accounts(connection, transfer.account_ids(), at, lock=False)
+    accounts, _ = repository.load_accounts(connection, transfer.account_ids(), lock=False)
     return any(actor.owns(a.owner) for a in accounts.values())
 
 
@@ -228,7 +229,7 @@ def list_transfers(
         account_ids: list[UUID] | None = None
         created_by = None
         if account_id is not None:
-            account = repository.get_account(connection, account_id, at)
+            account = repository.get_account(connection, account_id)
             if account is None or not actor.owns(account.owner):
                 return [], at
             account_ids = [account_id]
@@ -260,7 +261,7 @@ def sweep_expired(db: Database, batch_max: int = limits.expiry_sweep_batch_max) 
             return 0
         transfers = repository.load_transfers(connection, ids, lock=True)
         account_ids = {a for x in transfers.values() for a in x.account_ids()}
-        accounts = repository.load_accounts(connection, account_ids, at, lock=True)
+        accounts, _ = repository.load_accounts(connection, account_ids, lock=True)
         book = Book(now=at, accounts=accounts, transfers=transfers)
         for transfer in transfers.values():
             if transfer.state is State.RESERVED and transfer.lapsed(at):
