@@ -191,6 +191,14 @@ def test_every_checkov_waiver_gives_a_reason(report: t.Report) -> None:
     assert all(f.suppress_comment not in NO_REASON for f in report.skipped), report.skipped
 
 
+def test_every_checkov_waiver_is_listed_in_the_readme(report: t.Report) -> None:
+    readme = (t.TERRAFORM / "README.md").read_text()
+    table = readme[readme.index("## Checkov waivers") :]
+    assert report.skipped, "no waiver at all: drop the README's table, or this test"
+    for waiver in report.skipped:
+        assert f"| {waiver.check_id} " in table, waiver
+
+
 def test_checkov_reports_a_failing_sample_and_honours_a_reasoned_waiver(
     checkov: Path, tmp_path: Path
 ) -> None:
