@@ -22,7 +22,7 @@ from typing import Any
 
 Document = dict[str, Any]
 PING_TYPE = "dev.knative.sources.ping"
-ENV_NAME = re.compile(r"^(HOLDFAST|K)_[A-Z0-9_]+$")
+ENV_NAME = re.compile(r"^(HOLDFAST|K|OTEL)_[A-Z0-9_]+$")
 FUNCTIONS = ("accounts", "transfers", "ledger")
 
 
@@ -83,7 +83,8 @@ def event_problems(documents: list[Document], handled: Mapping[str, Iterable[str
 
 def env_reads(roots: Iterable[Path]) -> dict[str, set[str]]:
     """Variable name -> files that read it: `X.get("NAME", ...)` (os.environ or a copy of
-    it), `os.getenv("NAME")` and `os.environ["NAME"]`, for HOLDFAST_* and K_* names."""
+    it), `os.getenv("NAME")` and `os.environ["NAME"]`, for HOLDFAST_*, K_* and OTEL_* names
+    (OpenTelemetry's own variables, when the code reads them itself)."""
     found: dict[str, set[str]] = {}
     for root in roots:
         for path in sorted(root.rglob("*.py")):
