@@ -14,10 +14,12 @@ import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import (
@@ -28,7 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from holdfast import limits
+from holdfast import limits, telemetry
 from holdfast.domain.errors import ConcurrentInsert, SerializationFailure, TransientError
 
 T = TypeVar("T")
@@ -60,7 +62,7 @@ def with_database(url: str, database: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 8, application_name: str = "holdfast") -> Engine:
-    return sa.create_engine(
+    engine = sa.create_engine(
         sqlalchemy_url(url),
         isolation_level="SERIALIZABLE",
         pool_size=pool_size,
@@ -69,6 +71,9 @@ def create_engine(url: str, *, pool_size: int = 8, application_name: str = "hold
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": application_name},
     )
+    # A span per statement (text with placeholders only: values never leave the process).
+    SQLAlchemyInstrumentor().instrument(engine=engine, enable_commenter=False)
+    return engine
 
 
 class FaultInjector:
@@ -117,7 +122,20 @@ class Database:
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one SERIALIZABLE transaction; commit if it returns, else roll back."""
-        retrying = Retrying(
+        with telemetry.tracer().start_as_current_span("db.transaction") as span:
+            attempts = [0]
+
+            def once(work: Callable[[Connection], T]) -> T:
+                attempts[0] += 1
+                return self._once(work)
+
+            try:
+                return self._retrying()(once, work)
+            finally:
+                span.set_attribute("holdfast.db.attempts", attempts[0])
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
             stop=stop_after_attempt(self.attempts_max),
             wait=wait_random_exponential(
                 multiplier=limits.transaction_backoff_s_first, max=limits.transaction_backoff_s_max
@@ -126,7 +144,6 @@ class Database:
             before_sleep=self._count_retry,
             reraise=True,
         )
-        return cast(T, retrying(self._once, work))
 
     def _once(self, work: Callable[[Connection], T]) -> T:
         try:
@@ -141,6 +158,9 @@ class Database:
     def _count_retry(self, state: RetryCallState) -> None:
         self.retries += 1
         error = state.outcome.exception() if state.outcome else None
+        kind = type(error).__name__ if error is not None else "unknown"
+        telemetry.instruments().retries.add(1, {"reason": kind})
+        trace.get_current_span().add_event("retry", {"holdfast.db.error": kind})
         if self.on_retry is not None and error is not None:
             self.on_retry(error)
 

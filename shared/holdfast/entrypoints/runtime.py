@@ -6,6 +6,7 @@ import json
 import threading
 from dataclasses import dataclass
 
+from holdfast import telemetry
 from holdfast.adapters.database import Database, FaultInjector, create_engine
 from holdfast.adapters.tokens import DevIssuer, TokenVerifier
 from holdfast.config import Settings
@@ -61,6 +62,7 @@ def current(application_name: str) -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
+            telemetry.configure(application_name)
             _runtime = Runtime.from_settings(Settings.from_env(), application_name)
         return _runtime
 

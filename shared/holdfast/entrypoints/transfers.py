@@ -131,11 +131,17 @@ def _operation(raw: dict[str, Any]) -> Command | HttpProblem:
 
 
 def on_operation(runtime: Runtime, event: CloudEvent, command: Command) -> EventReply:
-    def effect(connection: Connection) -> BusinessError | None:
-        outcome = transfers.apply(connection, [transfers.Operation(command, SYSTEM)])[0]
-        return outcome.error
+    operations = [transfers.Operation(command, SYSTEM)]
+    last: list[transfers.Outcome] = []
 
-    return events.handle(runtime, event, str(command.id), effect)
+    def effect(connection: Connection) -> BusinessError | None:
+        last[:] = transfers.apply(connection, operations)
+        return last[0].error
+
+    reply = events.handle(runtime, event, str(command.id), effect)
+    if last:  # empty when the event was a duplicate: nothing happened this time
+        transfers.observe(operations, last)
+    return reply
 
 
 def on_reserve(runtime: Runtime, event: CloudEvent) -> EventReply:

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import prometheus_client
 import sqlalchemy as sa
 from cloudevents import exceptions as ce_exceptions
 from cloudevents.http import CloudEvent, from_http, to_binary
+from opentelemetry import propagate, trace
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from holdfast import limits
+from holdfast import limits, telemetry
 from holdfast.domain.actors import Actor
 from holdfast.domain.errors import BusinessError, TransientError, Unauthorized
 from holdfast.entrypoints import runtime as runtime_module
@@ -34,6 +37,9 @@ from holdfast.entrypoints.runtime import Runtime
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+METRICS_MIMETYPE = prometheus_client.CONTENT_TYPE_LATEST.split(";")[0]
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -141,6 +147,40 @@ class Api:
         return runtime_module.current(self.name)
 
     def __call__(self, request: Request) -> Response:
+        if request.path in UNTRACED:
+            return self._answer(request)
+        started = time.perf_counter()
+        headers = dict(request.headers)
+        if "traceparent" not in {k.lower() for k in headers} and "Ce-Traceparent" in headers:
+            headers["traceparent"] = headers["Ce-Traceparent"]  # binary-mode CloudEvent
+        name = self._span_name(request)
+        with telemetry.tracer().start_as_current_span(
+            name, context=propagate.extract(headers), kind=trace.SpanKind.SERVER
+        ) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("faas.name", self.name)
+            response = self._answer(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(trace.StatusCode.ERROR)
+        telemetry.instruments().request_duration.record(
+            time.perf_counter() - started,
+            {"function": self.name, "route": name, "status": str(response.status_code)},
+        )
+        return response
+
+    def _span_name(self, request: Request) -> str:
+        if request.path == "/" and request.method == "POST":
+            return "POST / (CloudEvent)"
+        try:
+            endpoint, _ = self.url_map.bind("holdfast", path_info=request.path).match(
+                method=request.method
+            )
+        except (NotFound, MethodNotAllowed):
+            return f"{request.method} (unmatched)"
+        return f"{request.method} {endpoint}"
+
+    def _answer(self, request: Request) -> Response:
         try:
             return self._dispatch(request)
         except HttpProblem as error:
@@ -156,6 +196,11 @@ class Api:
             log.warning("transient failure after retries: %s", error)
             status, body = problem("unavailable", "Try again", "the database is busy; retry")
             return json_response(status, body, problem_json=True, headers={"Retry-After": "1"})
+        except Exception:
+            # A broken invariant or a bug: the transaction rolled back; fail loudly, say little.
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            status, body = problem("internal_error", "Internal error", "the request failed")
+            return json_response(status, body, problem_json=True)
 
     def _dispatch(self, request: Request) -> Response:
         path = request.path
@@ -163,6 +208,8 @@ class Api:
             return json_response(200, {"status": "ok"})
         if path == "/readyz":
             return self._ready()
+        if path == "/metrics":
+            return Response(prometheus_client.generate_latest(), mimetype=METRICS_MIMETYPE)
         if path == "/" and request.method == "POST":
             return self._event(request)
         if (request.content_length or 0) > limits.request_body_bytes_max:
@@ -207,6 +254,10 @@ class Api:
             event = from_http(dict(request.headers), data)
         except (ce_exceptions.GenericException, ValueError, TypeError) as error:
             raise HttpProblem("malformed_request", "Malformed CloudEvent", str(error)) from error
+        span = trace.get_current_span()
+        span.set_attribute("cloudevents.event_type", str(event["type"]))
+        span.set_attribute("cloudevents.event_id", str(event["id"]))
+        span.set_attribute("cloudevents.event_source", str(event["source"]))
         handler = self.events.get(str(event["type"]))
         if handler is None:
             raise HttpProblem(

@@ -9,6 +9,7 @@ handler share the same path. Each operation's answer is what it would have been 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Sequence
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
-from holdfast import limits
+from holdfast import limits, telemetry
 from holdfast.adapters import outbox, repository
 from holdfast.adapters.database import Database
 from holdfast.domain.actors import SYSTEM, Actor
@@ -41,6 +43,9 @@ SOURCE = "/holdfast/transfers"
 class Operation:
     command: Command
     actor: Actor
+    # The caller's trace: the events this operation causes carry it, even when another
+    # request's thread writes the shared transaction.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class Outcome:
     answer: Answer | None
     error: BusinessError | None
     at: datetime
+    expired: int = 0  # lapsed reservations this transaction expired on the way
 
     def body(self) -> dict[str, object]:
         if self.answer is None:
@@ -61,12 +67,29 @@ class Outcome:
 
 def execute(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
     """Apply operations in order; concurrent callers in this process share transactions."""
-    return _group_commit(db).submit(operations)
+    traceparent = telemetry.current_traceparent()
+    if traceparent is not None:
+        operations = [
+            dataclasses.replace(op, traceparent=op.traceparent or traceparent) for op in operations
+        ]
+    outcomes = _group_commit(db).submit(operations)
+    span = trace.get_current_span()
+    span.set_attribute("holdfast.operations", len(operations))
+    if len(operations) == 1:
+        span.set_attribute("holdfast.transfer.id", str(operations[0].command.id))
+        outcome = outcomes[0]
+        if outcome.answer is not None:
+            span.set_attribute("holdfast.transfer.state", str(outcome.answer.transfer.state))
+        if outcome.error is not None:
+            span.set_attribute("holdfast.outcome", outcome.error.code)
+    return outcomes
 
 
 def execute_alone(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
     """Apply operations in order in one transaction of their own (retried on 40001)."""
-    return db.run(lambda connection: apply(connection, operations))
+    outcomes = db.run(lambda connection: apply(connection, operations))
+    observe(operations, outcomes)
+    return outcomes
 
 
 class GroupCommit:
@@ -181,16 +204,35 @@ def apply(connection: Connection, operations: Sequence[Operation]) -> list[Outco
         except BusinessError as error:
             outcomes.append(Outcome(None, error, at))
     repository.save_book(connection, book)
-    outbox.append(connection, [_event(e, at) for e in book.events], at)
+    traces = {op.command.id: op.traceparent for op in operations if op.traceparent}
+    outbox.append(connection, [_event(e, at, traces.get(e.transfer.id)) for e in book.events], at)
+    expired = sum(1 for e in book.events if e.kind == "expired")
+    if expired:
+        outcomes[0] = dataclasses.replace(outcomes[0], expired=expired)
     return outcomes
 
 
-def _event(event: TransferEvent, at: datetime) -> outbox.OutboundEvent:
+def observe(operations: Sequence[Operation], outcomes: Sequence[Outcome]) -> None:
+    """Metrics per operation, once the transaction committed (a retry must not count twice)."""
+    counter = telemetry.instruments().transfers
+    for op, outcome in zip(operations, outcomes, strict=True):
+        kind = type(op.command).__name__.removesuffix("Command").lower()
+        outcome_code = outcome.error.code if outcome.error else "ok"
+        counter.add(1, {"operation": kind, "outcome": outcome_code})
+    expired = sum(outcome.expired for outcome in outcomes)
+    if expired:
+        telemetry.instruments().holds_expired.add(expired)
+
+
+def _event(
+    event: TransferEvent, at: datetime, traceparent: str | None = None
+) -> outbox.OutboundEvent:
     return outbox.OutboundEvent(
         type=f"dev.holdfast.transfer.{event.kind}.v1",
         source=SOURCE,
         subject=str(event.transfer.id),
         data=transfer_view(event.transfer, None),
+        traceparent=traceparent,
     )
 
 
@@ -268,6 +310,7 @@ def sweep_expired(db: Database, batch_max: int = limits.expiry_sweep_batch_max) 
                 book.expire(transfer.id)
         repository.save_book(connection, book)
         outbox.append(connection, [_event(e, at) for e in book.events], at)
+        telemetry.instruments().holds_expired.add(len(book.events))
         return len(book.events)
 
     return db.run(work)
