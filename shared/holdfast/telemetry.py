@@ -105,7 +105,12 @@ def instruments() -> Instruments:
         return _instruments
 
 
-def configure(service_name: str, *, extra_readers: list[MetricReader] | None = None) -> None:
+def configure(
+    service_name: str,
+    *,
+    extra_readers: list[MetricReader] | None = None,
+    logs: bool = True,
+) -> None:
     """Set up providers and logging once per process (a function, `holdfast dev`)."""
     global _configured, _tracer_provider
     with _lock:
@@ -140,7 +145,8 @@ def configure(service_name: str, *, extra_readers: list[MetricReader] | None = N
             trace.set_tracer_provider(_tracer_provider)
         # Scale to zero ends the process with SIGTERM: flush what is buffered on the way out.
         atexit.register(shutdown, meter_provider)
-        configure_logging()
+        if logs:
+            configure_logging()
 
 
 def add_span_processor(processor: SpanProcessor) -> None:

@@ -18,8 +18,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
-from opentelemetry import trace
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import (
@@ -72,8 +72,14 @@ def create_engine(url: str, *, pool_size: int = 8, application_name: str = "hold
         connect_args={"connect_timeout": 5, "application_name": application_name},
     )
     # A span per statement (text with placeholders only: values never leave the process).
-    SQLAlchemyInstrumentor().instrument(engine=engine, enable_commenter=False)
+    EngineTracer(trace.get_tracer(__name__), engine, _connections_usage())  # type: ignore[no-untyped-call]
     return engine
+
+
+def _connections_usage() -> metrics.UpDownCounter:
+    return metrics.get_meter(__name__).create_up_down_counter(
+        "db.client.connections.usage", unit="connections", description="Pool connections by state"
+    )
 
 
 class FaultInjector:

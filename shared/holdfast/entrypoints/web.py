@@ -150,9 +150,9 @@ class Api:
         if request.path in UNTRACED:
             return self._answer(request)
         started = time.perf_counter()
-        headers = dict(request.headers)
-        if "traceparent" not in {k.lower() for k in headers} and "Ce-Traceparent" in headers:
-            headers["traceparent"] = headers["Ce-Traceparent"]  # binary-mode CloudEvent
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if "traceparent" not in headers and "ce-traceparent" in headers:
+            headers["traceparent"] = headers["ce-traceparent"]  # binary-mode CloudEvent
         name = self._span_name(request)
         with telemetry.tracer().start_as_current_span(
             name, context=propagate.extract(headers), kind=trace.SpanKind.SERVER
