@@ -22,6 +22,8 @@ class Settings:
     k_sink: str | None
     # The ledger's Ed25519 checkpoint signing key (PKCS#8 PEM); None: a dev key in `home`.
     ledger_signing_key_file: Path | None = None
+    # AES-GCM keys for personal data at rest (JSON key file); None: a dev key file in `home`.
+    metadata_keys_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -29,6 +31,7 @@ class Settings:
         home = Path(env.get("HOLDFAST_HOME", ".holdfast")).resolve()
         jwks_file = env.get("HOLDFAST_JWKS_FILE")
         ledger_key = env.get("HOLDFAST_LEDGER_SIGNING_KEY_FILE")
+        metadata_keys = env.get("HOLDFAST_METADATA_KEYS_FILE")
         return cls(
             home=home,
             database_url=env.get("HOLDFAST_DATABASE_URL") or None,
@@ -40,4 +43,5 @@ class Settings:
             fault_serialization_rate=float(env.get("HOLDFAST_FAULT_SERIALIZATION_RATE", "0")),
             k_sink=env.get("K_SINK") or None,
             ledger_signing_key_file=Path(ledger_key) if ledger_key else None,
+            metadata_keys_file=Path(metadata_keys) if metadata_keys else None,
         )

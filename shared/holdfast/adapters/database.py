@@ -31,6 +31,7 @@ from tenacity import (
 )
 
 from holdfast import limits, telemetry
+from holdfast.adapters.crypto import INSECURE_DEFAULT, MetadataCipher
 from holdfast.domain.errors import ConcurrentInsert, SerializationFailure, TransientError
 
 T = TypeVar("T")
@@ -110,7 +111,7 @@ class FaultInjector:
 
 
 class Database:
-    """An engine plus the retry loop that owns every transaction."""
+    """An engine plus the retry loop that owns every transaction (and the metadata cipher)."""
 
     def __init__(
         self,
@@ -119,8 +120,10 @@ class Database:
         attempts_max: int = limits.transaction_attempts_max,
         faults: FaultInjector | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
+        cipher: MetadataCipher = INSECURE_DEFAULT,
     ) -> None:
         self.engine = engine
+        self.cipher = cipher  # seals personal data (metadata) at rest
         self.attempts_max = attempts_max
         self.faults = faults
         self.on_retry = on_retry

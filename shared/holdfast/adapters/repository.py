@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from holdfast.adapters import tables as t
+from holdfast.adapters.crypto import MetadataCipher
 from holdfast.domain.accounts import Account, NormalBalance, Status
 from holdfast.domain.errors import require
 from holdfast.domain.transfers import Book, Leg, State, Transfer
@@ -29,7 +30,25 @@ def now(connection: Connection) -> datetime:
 # -- accounts ---------------------------------------------------------------------------
 
 
-def _account(row: Row[Any]) -> Account:
+def _open(row: Row[Any], cipher: MetadataCipher) -> dict[str, Any]:
+    """The row's metadata: sealed (AES-GCM) for every row written since migration 0003."""
+    m = row._mapping
+    if m["metadata_sealed"] is None:
+        legacy: dict[str, Any] = m["metadata"]
+        return legacy
+    return cipher.open(bytes(m["metadata_sealed"]), row_id=str(m["id"]))
+
+
+def _sealed(cipher: MetadataCipher, row_id: UUID, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Column values that store `metadata` sealed, with the plaintext column left empty."""
+    return {
+        "metadata": {},
+        "metadata_sealed": cipher.seal(metadata, row_id=str(row_id)),
+        "metadata_key_id": cipher.active,
+    }
+
+
+def _account(row: Row[Any], cipher: MetadataCipher) -> Account:
     m = row._mapping
     account = Account(
         id=m["id"],
@@ -37,7 +56,7 @@ def _account(row: Row[Any]) -> Account:
         owner=m["owner"],
         normal_balance=NormalBalance(m["normal_balance"]),
         overdraft_limit=m["overdraft_limit"],
-        metadata=m["metadata"],
+        metadata=_open(row, cipher),
         created_at=m["created_at"],
         status=Status(m["status"]),
         debits_posted=m["debits_posted"],
@@ -60,7 +79,7 @@ def _lapsed(direction: str) -> sa.ScalarSelect[Any]:
 
 
 def load_accounts(
-    connection: Connection, ids: Iterable[UUID], *, lock: bool
+    connection: Connection, ids: Iterable[UUID], *, lock: bool, cipher: MetadataCipher
 ) -> tuple[dict[UUID, Account], datetime | None]:
     """Accounts by id with their lapsed holds, locked FOR UPDATE in id order, in one query.
 
@@ -85,7 +104,7 @@ def load_accounts(
     accounts: dict[UUID, Account] = {}
     at = None
     for row in connection.execute(query):
-        account = _account(row)
+        account = _account(row, cipher)
         account.debits_lapsed = int(row.debits_lapsed)
         account.credits_lapsed = int(row.credits_lapsed)
         accounts[account.id] = account
@@ -93,11 +112,11 @@ def load_accounts(
     return accounts, at
 
 
-def get_account(connection: Connection, account_id: UUID) -> Account | None:
-    return load_accounts(connection, [account_id], lock=False)[0].get(account_id)
+def get_account(connection: Connection, account_id: UUID, cipher: MetadataCipher) -> Account | None:
+    return load_accounts(connection, [account_id], lock=False, cipher=cipher)[0].get(account_id)
 
 
-def insert_account(connection: Connection, account: Account) -> None:
+def insert_account(connection: Connection, account: Account, cipher: MetadataCipher) -> None:
     connection.execute(
         t.accounts.insert().values(
             id=account.id,
@@ -110,9 +129,9 @@ def insert_account(connection: Connection, account: Account) -> None:
             credits_posted=0,
             debits_reserved=0,
             credits_reserved=0,
-            metadata=account.metadata,
             created_at=account.created_at,
             updated_at=account.created_at,
+            **_sealed(cipher, account.id, account.metadata),
         )
     )
 
@@ -155,7 +174,7 @@ def _legs_json(legs: Sequence[Leg]) -> list[dict[str, Any]]:
     ]
 
 
-def _transfer(row: Row[Any]) -> Transfer:
+def _transfer(row: Row[Any], cipher: MetadataCipher) -> Transfer:
     m = row._mapping
     return Transfer(
         id=m["id"],
@@ -167,7 +186,7 @@ def _transfer(row: Row[Any]) -> Transfer:
         ),
         timeout_s=m["timeout_s"],
         immediate=m["immediate"],
-        metadata=m["metadata"],
+        metadata=_open(row, cipher),
         created_by=m["created_by"],
         created_at=m["created_at"],
         expires_at=m["expires_at"],
@@ -178,7 +197,7 @@ def _transfer(row: Row[Any]) -> Transfer:
 
 
 def load_transfers(
-    connection: Connection, ids: Iterable[UUID], *, lock: bool
+    connection: Connection, ids: Iterable[UUID], *, lock: bool, cipher: MetadataCipher
 ) -> dict[UUID, Transfer]:
     wanted = sorted(set(ids))
     if not wanted:
@@ -186,7 +205,7 @@ def load_transfers(
     query = sa.select(t.transfers).where(t.transfers.c.id.in_(wanted)).order_by(t.transfers.c.id)
     if lock:
         query = query.with_for_update()
-    return {row.id: _transfer(row) for row in connection.execute(query)}
+    return {row.id: _transfer(row, cipher) for row in connection.execute(query)}
 
 
 def lapsed_transfer_ids(connection: Connection, at: datetime, limit: int) -> list[UUID]:
@@ -209,6 +228,7 @@ def list_transfers(
     state: State | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
+    cipher: MetadataCipher,
 ) -> list[Transfer]:
     """A page in (created_at, id) order, filtered by account, creator and effective state."""
     query = sa.select(t.transfers)
@@ -240,10 +260,10 @@ def list_transfers(
             > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
         )
     query = query.where(*filters).order_by(t.transfers.c.created_at, t.transfers.c.id).limit(limit)
-    return [_transfer(row) for row in connection.execute(query)]
+    return [_transfer(row, cipher) for row in connection.execute(query)]
 
 
-def save_book(connection: Connection, book: Book) -> None:
+def save_book(connection: Connection, book: Book, cipher: MetadataCipher) -> None:
     """Write everything a Book changed, in a handful of multi-row statements."""
     new = [book.transfers[i] for i in sorted(book.new_transfers)]
     changed = [book.transfers[i] for i in sorted(book.changed_transfers - book.new_transfers)]
@@ -259,7 +279,7 @@ def save_book(connection: Connection, book: Book) -> None:
                     "amount": x.amount,
                     "timeout_s": x.timeout_s,
                     "immediate": x.immediate,
-                    "metadata": x.metadata,
+                    **_sealed(cipher, x.id, x.metadata),
                     "request": x.request,
                     "created_by": x.created_by,
                     "created_at": x.created_at,
@@ -351,3 +371,27 @@ def owned_account_ids(connection: Connection, owner: str) -> list[UUID]:
         sa.select(t.accounts.c.id).where(t.accounts.c.owner == owner).limit(10_000)
     )
     return [row.id for row in rows]
+
+
+# -- key rotation -----------------------------------------------------------------------
+
+SEALED_TABLES = {"accounts": t.accounts, "transfers": t.transfers}
+
+
+def reseal_batch(connection: Connection, table: str, cipher: MetadataCipher, limit: int) -> int:
+    """Re-seal up to `limit` rows not sealed with the active key (legacy plaintext included)."""
+    target = SEALED_TABLES[table]
+    rows = connection.execute(
+        sa.select(target.c.id, target.c.metadata, target.c.metadata_sealed)
+        .where(target.c.metadata_key_id.is_distinct_from(cipher.active))
+        .order_by(target.c.id)
+        .limit(limit)
+        .with_for_update()
+    ).fetchall()
+    for row in rows:
+        connection.execute(
+            target.update()
+            .where(target.c.id == row.id)
+            .values(**_sealed(cipher, row.id, _open(row, cipher)))
+        )
+    return len(rows)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -41,9 +42,11 @@ accounts = Table(
     Column("credits_posted", BigInteger, nullable=False),
     Column("debits_reserved", BigInteger, nullable=False),
     Column("credits_reserved", BigInteger, nullable=False),
-    Column("metadata", JSONB, nullable=False),
+    Column("metadata", JSONB, nullable=False),  # legacy plaintext: `{}` for new rows
     _ts("created_at"),
     _ts("updated_at"),
+    Column("metadata_sealed", LargeBinary),
+    Column("metadata_key_id", Text),
 )
 
 transfers = Table(
@@ -63,6 +66,8 @@ transfers = Table(
     _ts("expires_at", nullable=True),
     Column("confirmed_amount", BigInteger),
     _ts("resolved_at", nullable=True),
+    Column("metadata_sealed", LargeBinary),
+    Column("metadata_key_id", Text),
 )
 
 account_transfers = Table(

@@ -42,7 +42,7 @@ def on_open(runtime: Runtime, event: CloudEvent) -> EventReply:
 
     def effect(connection: Connection) -> BusinessError | None:
         try:
-            accounts.open_in(connection, command, SYSTEM)
+            accounts.open_in(connection, command, SYSTEM, runtime.db.cipher)
         except BusinessError as error:
             return error
         return None

@@ -1,12 +1,22 @@
-"""The `holdfast` command: dev, token, migrate (and audit, once the ledger has it)."""
+"""The `holdfast` command: dev, token, migrate, audit, keys."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 import click
 
-from holdfast.adapters.database import EmbeddedPostgres, create_engine, migrate
+from holdfast.adapters.crypto import MetadataCipher, write_key_file
+from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
 from holdfast.adapters.tokens import SCOPES, DevIssuer
 from holdfast.config import Settings
+from holdfast.entrypoints.runtime import metadata_cipher
+from holdfast.services.keys import rotate_metadata_keys
 
 
 @click.group()
@@ -39,23 +49,62 @@ def token(sub: str, scope: str, ttl: int) -> None:
     click.echo(issuer.issue(sub, scope, ttl))
 
 
-@main.command("migrate")
-def migrate_command() -> None:
-    """Bring the database schema to the newest version."""
-    settings = Settings.from_env()
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[Database]:
+    """The configured database (starting the embedded one when no URL is set), migrated."""
     embedded = None
     url = settings.database_url
     if url is None:
         embedded = EmbeddedPostgres(settings.home)
         url = embedded.start()
-    engine = create_engine(url, pool_size=1)
+    engine = create_engine(url, pool_size=2)
     try:
         migrate(engine)
+        yield Database(engine, cipher=metadata_cipher(settings))
     finally:
         engine.dispose()
         if embedded is not None:
             embedded.stop()
-    click.echo("schema is up to date")
+
+
+@main.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema to the newest version."""
+    with database(Settings.from_env()):
+        click.echo("schema is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Keys for personal data at rest (HOLDFAST_METADATA_KEYS_FILE)."""
+
+
+@keys.command("add")
+@click.option(
+    "--file", "path", type=click.Path(path_type=Path), required=True, help="The JSON key file."
+)
+@click.option("--id", "key_id", required=True, help="The new key's id, e.g. 2026-11.")
+def keys_add(path: Path, key_id: str) -> None:
+    """Add a new random AES-256 key to the file and make it the active one."""
+    existing = MetadataCipher.from_file(path) if path.exists() else None
+    raw = json.loads(path.read_text())["keys"] if existing else {}
+    if key_id in raw:
+        raise click.BadParameter(f"{key_id} is already in {path}", param_hint="--id")
+    keys_now = {k: base64.b64decode(v) for k, v in raw.items()}
+    keys_now[key_id] = os.urandom(32)
+    write_key_file(path, keys_now, key_id)
+    click.echo(
+        f"{key_id} is now the active key in {path}; roll out, then run `holdfast keys rotate`"
+    )
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-seal every account's and transfer's metadata with the active key."""
+    with database(Settings.from_env()) as db:
+        counts = rotate_metadata_keys(db)
+    summary = ", ".join(f"{n} {table}" for table, n in counts.items())
+    click.echo(f"re-sealed with key {db.cipher.active}: {summary}")
 
 
 main.add_command(__import__("holdfast.entrypoints.audit", fromlist=["audit"]).audit)

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 
 from holdfast import telemetry
+from holdfast.adapters.crypto import MetadataCipher
 from holdfast.adapters.database import Database, FaultInjector, create_engine
 from holdfast.adapters.tokens import DevIssuer, TokenVerifier
 from holdfast.config import Settings
@@ -37,6 +38,12 @@ class Runtime:
         return cls(
             settings=settings, db=Database(engine, faults=faults), verifier=verifier(settings)
         )
+
+
+def metadata_cipher(settings: Settings) -> MetadataCipher:
+    if settings.metadata_keys_file is not None:
+        return MetadataCipher.from_file(settings.metadata_keys_file)
+    return MetadataCipher.dev(settings.home)  # local development: a key file in HOLDFAST_HOME
 
 
 def verifier(settings: Settings) -> TokenVerifier:

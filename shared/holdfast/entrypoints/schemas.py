@@ -24,7 +24,13 @@ from holdfast import limits
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.errors import InvariantViolation
 from holdfast.domain.money import ISO_4217
-from holdfast.domain.transfers import CancelCommand, ConfirmCommand, Leg, ReserveCommand
+from holdfast.domain.transfers import (
+    CancelCommand,
+    ConfirmCommand,
+    Leg,
+    ReserveCommand,
+    metadata_fingerprint,
+)
 
 Amount = Annotated[StrictInt, Field(ge=limits.amount_minor_min, le=limits.amount_minor_max)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["EUR"])]
@@ -120,8 +126,14 @@ class ReserveIn(Strict):
             timeout_s=self.timeout_s,
             immediate=self.immediate,
             metadata=self.metadata,
-            request=self.model_dump(mode="json", exclude_none=True),
+            request=self.fingerprint(),
         )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The request as the idempotency check compares it (metadata as a digest)."""
+        request = self.model_dump(mode="json", exclude_none=True)
+        request["metadata"] = metadata_fingerprint(self.id, self.metadata)
+        return request
 
 
 class ConfirmIn(Strict):

@@ -135,7 +135,7 @@ def on_operation(runtime: Runtime, event: CloudEvent, command: Command) -> Event
     last: list[transfers.Outcome] = []
 
     def effect(connection: Connection) -> BusinessError | None:
-        last[:] = transfers.apply(connection, operations)
+        last[:] = transfers.apply(connection, operations, runtime.db.cipher)
         return last[0].error
 
     reply = events.handle(runtime, event, str(command.id), effect)

@@ -9,6 +9,7 @@ from uuid import UUID
 from sqlalchemy.engine import Connection
 
 from holdfast.adapters import outbox, repository
+from holdfast.adapters.crypto import MetadataCipher
 from holdfast.adapters.database import Database
 from holdfast.domain.accounts import Account, OpenAccount, differing_fields
 from holdfast.domain.actors import Actor
@@ -24,15 +25,17 @@ class Opened:
 
 
 def open_account(db: Database, command: OpenAccount, actor: Actor) -> Opened:
-    return db.run(lambda connection: open_in(connection, command, actor))
+    return db.run(lambda connection: open_in(connection, command, actor, db.cipher))
 
 
-def open_in(connection: Connection, command: OpenAccount, actor: Actor) -> Opened:
+def open_in(
+    connection: Connection, command: OpenAccount, actor: Actor, cipher: MetadataCipher
+) -> Opened:
     """Open an account, or replay the first answer for the same id and fields."""
     if not actor.owns(command.owner):
         raise Forbidden("without the operator scope an account can only be opened for yourself")
     at = repository.now(connection)
-    existing = repository.get_account(connection, command.id)
+    existing = repository.get_account(connection, command.id, cipher)
     if existing is not None:
         first = OpenAccount(
             existing.id,
@@ -47,7 +50,7 @@ def open_in(connection: Connection, command: OpenAccount, actor: Actor) -> Opene
             raise ExistsWithDifferentFields("account", different)
         return Opened(first.open(existing.created_at))
     account = command.open(at)
-    repository.insert_account(connection, account)
+    repository.insert_account(connection, account, cipher)
     outbox.append(
         connection,
         [
@@ -65,7 +68,7 @@ def open_in(connection: Connection, command: OpenAccount, actor: Actor) -> Opene
 
 def get_account(db: Database, account_id: UUID, actor: Actor) -> Account:
     def work(connection: Connection) -> Account:
-        account = repository.get_account(connection, account_id)
+        account = repository.get_account(connection, account_id, db.cipher)
         if account is None or not actor.owns(account.owner):
             raise AccountNotFound(f"account {account_id} not found")
         return account
@@ -80,7 +83,9 @@ def change_status(db: Database, account_id: UUID, action: Action, actor: Actor) 
     """Owners may freeze and close their accounts; lifting a freeze takes `operator`."""
 
     def work(connection: Connection) -> Account:
-        accounts, at = repository.load_accounts(connection, [account_id], lock=True)
+        accounts, at = repository.load_accounts(
+            connection, [account_id], lock=True, cipher=db.cipher
+        )
         account = accounts.get(account_id)
         if account is None or at is None or not actor.owns(account.owner):
             raise AccountNotFound(f"account {account_id} not found")

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from holdfast import limits, telemetry
 from holdfast.adapters import outbox, repository
+from holdfast.adapters.crypto import INSECURE_DEFAULT, MetadataCipher
 from holdfast.adapters.database import Database
 from holdfast.domain.actors import SYSTEM, Actor
 from holdfast.domain.errors import BusinessError, InvariantViolation, TransferNotFound
@@ -87,7 +88,7 @@ def execute(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
 
 def execute_alone(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
     """Apply operations in order in one transaction of their own (retried on 40001)."""
-    outcomes = db.run(lambda connection: apply(connection, operations))
+    outcomes = db.run(lambda connection: apply(connection, operations, db.cipher))
     observe(operations, outcomes)
     return outcomes
 
@@ -184,16 +185,20 @@ def _group_commit(db: Database) -> GroupCommit:
         return writer
 
 
-def apply(connection: Connection, operations: Sequence[Operation]) -> list[Outcome]:
+def apply(
+    connection: Connection,
+    operations: Sequence[Operation],
+    cipher: MetadataCipher = INSECURE_DEFAULT,
+) -> list[Outcome]:
     """The body of `execute`, for callers that already hold a transaction (events)."""
     transfer_ids = {op.command.id for op in operations}
-    transfers = repository.load_transfers(connection, transfer_ids, lock=True)
+    transfers = repository.load_transfers(connection, transfer_ids, lock=True, cipher=cipher)
     account_ids = {a for x in transfers.values() for a in x.account_ids()}
     for op in operations:
         if isinstance(op.command, ReserveCommand):
             for leg in op.command.legs:
                 account_ids.update((leg.debit_account_id, leg.credit_account_id))
-    accounts, at = repository.load_accounts(connection, account_ids, lock=True)
+    accounts, at = repository.load_accounts(connection, account_ids, lock=True, cipher=cipher)
     if at is None:  # no account involved (say, an empty cancel): ask the clock itself
         at = repository.now(connection)
     book = Book(now=at, accounts=accounts, transfers=transfers)
@@ -203,7 +208,7 @@ def apply(connection: Connection, operations: Sequence[Operation]) -> list[Outco
             outcomes.append(Outcome(book.apply(op.command, op.actor), None, at))
         except BusinessError as error:
             outcomes.append(Outcome(None, error, at))
-    repository.save_book(connection, book)
+    repository.save_book(connection, book, cipher)
     traces = {op.command.id: op.traceparent for op in operations if op.traceparent}
     outbox.append(connection, [_event(e, at, traces.get(e.transfer.id)) for e in book.events], at)
     expired = sum(1 for e in book.events if e.kind == "expired")
@@ -239,21 +244,27 @@ def _event(
 def get_transfer(db: Database, transfer_id: UUID, actor: Actor) -> tuple[Transfer, datetime]:
     def work(connection: Connection) -> tuple[Transfer, datetime]:
         at = repository.now(connection)
-        transfer = repository.load_transfers(connection, [transfer_id], lock=False).get(transfer_id)
-        if transfer is None or not _may_read(connection, transfer, actor):
+        transfer = repository.load_transfers(
+            connection, [transfer_id], lock=False, cipher=db.cipher
+        ).get(transfer_id)
+        if transfer is None or not _may_read(connection, transfer, actor, db.cipher):
             raise TransferNotFound(f"transfer {transfer_id} not found")
         return transfer, at
 
     return db.run(work)
 
 
-def _may_read(connection: Connection, transfer: Transfer, actor: Actor) -> bool:
+def _may_read(
+    connection: Connection, transfer: Transfer, actor: Actor, cipher: MetadataCipher
+) -> bool:
     """A customer sees the transfers that touch one of their accounts (or that they fenced)."""
     if actor.is_operator:
         return True
     if transfer.fenced:
         return transfer.created_by == actor.sub
-    accounts, _ = repository.load_accounts(connection, transfer.account_ids(), lock=False)
+    accounts, _ = repository.load_accounts(
+        connection, transfer.account_ids(), lock=False, cipher=cipher
+    )
     return any(actor.owns(a.owner) for a in accounts.values())
 
 
@@ -271,7 +282,7 @@ def list_transfers(
         account_ids: list[UUID] | None = None
         created_by = None
         if account_id is not None:
-            account = repository.get_account(connection, account_id)
+            account = repository.get_account(connection, account_id, db.cipher)
             if account is None or not actor.owns(account.owner):
                 return [], at
             account_ids = [account_id]
@@ -287,6 +298,7 @@ def list_transfers(
             state=state,
             after=after,
             limit=limit,
+            cipher=db.cipher,
         )
         return page, at
 
@@ -301,14 +313,14 @@ def sweep_expired(db: Database, batch_max: int = limits.expiry_sweep_batch_max) 
         ids = repository.lapsed_transfer_ids(connection, at, batch_max)
         if not ids:
             return 0
-        transfers = repository.load_transfers(connection, ids, lock=True)
+        transfers = repository.load_transfers(connection, ids, lock=True, cipher=db.cipher)
         account_ids = {a for x in transfers.values() for a in x.account_ids()}
-        accounts, _ = repository.load_accounts(connection, account_ids, lock=True)
+        accounts, _ = repository.load_accounts(connection, account_ids, lock=True, cipher=db.cipher)
         book = Book(now=at, accounts=accounts, transfers=transfers)
         for transfer in transfers.values():
             if transfer.state is State.RESERVED and transfer.lapsed(at):
                 book.expire(transfer.id)
-        repository.save_book(connection, book)
+        repository.save_book(connection, book, db.cipher)
         outbox.append(connection, [_event(e, at) for e in book.events], at)
         telemetry.instruments().holds_expired.add(len(book.events))
         return len(book.events)
