@@ -24,6 +24,9 @@ class Settings:
     ledger_signing_key_file: Path | None = None
     # AES-GCM keys for personal data at rest (JSON key file); None: a dev key file in `home`.
     metadata_keys_file: Path | None = None
+    # Per-token request rate per function instance (0 turns the limit off).
+    rate_limit_per_s: float = 200.0
+    rate_limit_burst: float = 400.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,4 +47,6 @@ class Settings:
             k_sink=env.get("K_SINK") or None,
             ledger_signing_key_file=Path(ledger_key) if ledger_key else None,
             metadata_keys_file=Path(metadata_keys) if metadata_keys else None,
+            rate_limit_per_s=float(env.get("HOLDFAST_RATE_LIMIT_PER_S", "200")),
+            rate_limit_burst=float(env.get("HOLDFAST_RATE_LIMIT_BURST", "400")),
         )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from holdfast import telemetry
 from holdfast.adapters.crypto import MetadataCipher
 from holdfast.adapters.database import Database, FaultInjector, create_engine
 from holdfast.adapters.tokens import DevIssuer, TokenVerifier
 from holdfast.config import Settings
+from holdfast.entrypoints.ratelimit import RateLimiter
 
 
 @dataclass
@@ -18,6 +19,10 @@ class Runtime:
     settings: Settings
     db: Database
     verifier: TokenVerifier
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
 
     @classmethod
     def from_settings(cls, settings: Settings, application_name: str = "holdfast") -> Runtime:

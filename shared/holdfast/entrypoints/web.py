@@ -184,7 +184,10 @@ class Api:
         try:
             return self._dispatch(request)
         except HttpProblem as error:
-            return json_response(error.status, error.body, problem_json=True)
+            headers = {}
+            if "retry_after_s" in error.body:
+                headers["Retry-After"] = str(max(1, round(error.body["retry_after_s"])))
+            return json_response(error.status, error.body, problem_json=True, headers=headers)
         except BusinessError as error:
             return json_response(*from_business_error(error), problem_json=True)
         except Unauthorized as error:
@@ -226,6 +229,14 @@ class Api:
         route = self.routes[f"{endpoint} {request.method}"]
         runtime = self.runtime()
         actor = runtime.verifier.verify(request.headers.get("Authorization"))
+        wait_s = runtime.limiter.allow(actor.sub)
+        if wait_s > 0:
+            raise HttpProblem(
+                "rate_limited",
+                "Too many requests",
+                "this token's request rate is over its limit",
+                retry_after_s=round(wait_s, 3),
+            )
         if route.scope not in actor.scopes:
             raise HttpProblem(
                 "insufficient_scope",
