@@ -53,6 +53,11 @@ class Received:
         return json.loads(self.body)
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many connections at once: no resets from a short backlog
+    daemon_threads = True
+
+
 @dataclass
 class Sink:
     """Answers `status` (after `delay_s`); `decide(headers)` overrides both per request.
@@ -113,7 +118,7 @@ class Sink:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = Server(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
