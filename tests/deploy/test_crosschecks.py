@@ -39,6 +39,9 @@ REQUIRED: dict[str, set[str]] = {
     for name in x.FUNCTIONS
 }
 REQUIRED["ledger"] |= {"HOLDFAST_LEDGER_SIGNING_KEY_FILE"}
+# Personal data at rest: without the key file each pod would seal with a key of its own.
+REQUIRED["accounts"] |= {"HOLDFAST_METADATA_KEYS_FILE"}
+REQUIRED["transfers"] |= {"HOLDFAST_METADATA_KEYS_FILE"}
 # Variables that must never reach a cluster.
 FORBIDDEN = {"HOLDFAST_FAULT_SERIALIZATION_RATE", "HOLDFAST_PROJECT_DIR"}
 

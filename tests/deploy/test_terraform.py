@@ -81,6 +81,7 @@ def test_the_app_module_creates_every_secret_the_functions_read() -> None:
         "holdfast-database",
         "holdfast-migration",
         "holdfast-jwks",
+        "holdfast-metadata-keys",
         "holdfast-ledger-signing-key",
     }
     assert names["kubernetes_config_map_v1"] == {"holdfast-auth", "holdfast-grant-functions-login"}

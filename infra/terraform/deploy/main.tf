@@ -7,6 +7,7 @@ module "app" {
   database_url           = var.database_url
   migration_database_url = var.migration_database_url
   jwks_json              = var.jwks_json
+  metadata_keys_json     = var.metadata_keys_json
   jwt_issuer             = var.jwt_issuer
   jwt_audience           = var.jwt_audience
   ledger_signing_key_pem = var.ledger_signing_key_pem

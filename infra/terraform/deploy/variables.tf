@@ -83,6 +83,17 @@ variable "jwks_json" {
   }
 }
 
+variable "metadata_keys_json" {
+  description = "AES keys of personal data at rest: the file `holdfast keys add` writes (export TF_VAR_metadata_keys_json)."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(jsondecode(var.metadata_keys_json).active)
+    error_message = "metadata_keys_json must be a holdfast key file (JSON with `active` and `keys`)."
+  }
+}
+
 variable "jwt_issuer" {
   description = "The `iss` the API's bearer tokens carry."
   type        = string

@@ -60,6 +60,18 @@ resource "kubernetes_secret_v1" "jwks" {
   }
 }
 
+resource "kubernetes_secret_v1" "metadata_keys" {
+  metadata {
+    name      = "holdfast-metadata-keys"
+    namespace = kubernetes_namespace_v1.holdfast.metadata[0].name
+    labels    = local.labels
+  }
+  type = "Opaque"
+  data = {
+    "keys.json" = var.metadata_keys_json
+  }
+}
+
 resource "kubernetes_secret_v1" "ledger_signing_key" {
   metadata {
     name      = "holdfast-ledger-signing-key"
@@ -275,6 +287,7 @@ resource "kubernetes_manifest" "knative" {
     kubernetes_secret_v1.database,
     kubernetes_secret_v1.migration,
     kubernetes_secret_v1.jwks,
+    kubernetes_secret_v1.metadata_keys,
     kubernetes_secret_v1.ledger_signing_key,
     kubernetes_config_map_v1.auth,
     kubernetes_job_v1.migrate,

@@ -18,6 +18,7 @@ output "secret_names" {
   value = [
     kubernetes_secret_v1.database.metadata[0].name,
     kubernetes_secret_v1.jwks.metadata[0].name,
+    kubernetes_secret_v1.metadata_keys.metadata[0].name,
     kubernetes_secret_v1.ledger_signing_key.metadata[0].name,
   ]
 }

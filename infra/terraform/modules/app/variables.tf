@@ -94,6 +94,17 @@ variable "ledger_signing_key_pem" {
   }
 }
 
+variable "metadata_keys_json" {
+  description = "AES-256 keys of personal data at rest: the JSON file `holdfast keys add --file F --id ID` writes ({\"active\": ID, \"keys\": {ID: base64}})."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = try(contains(keys(jsondecode(var.metadata_keys_json).keys), jsondecode(var.metadata_keys_json).active), false)
+    error_message = "metadata_keys_json must be a key file whose `active` key is among its `keys`."
+  }
+}
+
 variable "migration_timeout" {
   description = "How long `terraform apply` waits for the schema migration job."
   type        = string
