@@ -71,7 +71,9 @@ def _time(query: Mapping[str, str], name: str) -> datetime | None:
         value = datetime.fromisoformat(raw)
     except ValueError as error:
         raise HttpProblem(
-            "validation_error", "Invalid input", f"{name} must be an RFC 3339 time"
+            "validation_error",
+            "Invalid input",
+            f"{name} must be an RFC 3339 time (URL-encode + as %2B)",
         ) from error
     if value.tzinfo is None:
         raise HttpProblem(

@@ -1,0 +1,203 @@
+"""An export verifies offline, and each kind of tampering is detected and named at its line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from holdfast.domain import ledger
+from holdfast.entrypoints.cli import main
+from holdfast.services import ledger as service
+from tests.integration.ledger import support
+
+AUDITOR = {"sub": "auditor", "scope": "ledger:read"}
+Lines = list[dict[str, Any]]
+
+
+def verify(path: Path, *keys: Path) -> tuple[int, str]:
+    args = ["audit", "verify", str(path)]
+    for key in keys:
+        args += ["--public-key", str(key)]
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, result.stdout
+
+
+@pytest.fixture
+def exported(db, signer, ledger_api) -> Lines:
+    """A ledger of 4+ checkpoints, exported through the API."""
+    accounts = support.open_accounts(db, 5)
+    support.random_payments(db, accounts, 16, seed=11, per_batch=2)
+    while service.seal_once(db, signer, batch=8) is not None:
+        pass
+    response = ledger_api.call("GET", "/v1/ledger/export", **AUDITOR)
+    assert response.status_code == 200
+    assert response.mimetype == "application/x-ndjson"
+    lines = [json.loads(line) for line in response.data.decode().splitlines()]
+    assert sum(1 for r in lines if r["type"] == "checkpoint") >= 4
+    return lines
+
+
+def positions(lines: Lines, kind: str) -> list[int]:
+    return [i for i, record in enumerate(lines) if record["type"] == kind]
+
+
+def middle_entry(lines: Lines) -> int:
+    """An entry of checkpoint 2 with entries of the same checkpoint on both sides."""
+    second = positions(lines, "checkpoint")[1]
+    assert lines[second + 2]["type"] == lines[second + 3]["type"] == "entry"
+    return second + 2
+
+
+def test_an_export_verifies(exported, public_key_file, tmp_path):
+    path = support.write_jsonl(tmp_path / "ledger.jsonl", exported)
+    code, out = verify(path, public_key_file)
+    assert code == 0, out
+    entries = len(positions(exported, "entry"))
+    assert out.startswith(f"OK: {entries} entries of ")
+    assert "checkpoints 1..4" in out or "checkpoints 1.." in out
+
+
+def test_a_range_of_checkpoints_verifies_on_its_own(
+    db, signer, ledger_api, exported, tmp_path, public_key_file
+):
+    response = ledger_api.call("GET", "/v1/ledger/export?from=2&to=3", **AUDITOR)
+    path = tmp_path / "part.jsonl"
+    path.write_bytes(response.data)
+    code, out = verify(path, public_key_file)
+    assert code == 0, out
+    assert "checkpoints 2..3" in out
+
+
+@pytest.mark.parametrize("query", ["from=0", "from=3&to=2", "to=x", "from=-1"])
+def test_a_bad_range_is_422(ledger_api, query):
+    response = ledger_api.call("GET", f"/v1/ledger/export?{query}", **AUDITOR)
+    assert response.status_code == 422
+
+
+def test_verify_needs_a_trusted_key(exported, tmp_path, signer):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    path = support.write_jsonl(tmp_path / "ledger.jsonl", exported)
+    code, out = verify(path, other)
+    assert code == 1
+    assert out.startswith(f"FAILED line 2: checkpoint 1 is signed by key {signer.key_id}, which")
+
+
+def change_amount(lines: Lines) -> int:
+    i = middle_entry(lines)
+    lines[i]["amount"] += 1
+    return i
+
+
+def delete_entry(lines: Lines) -> int:
+    i = middle_entry(lines)
+    del lines[i]
+    return i
+
+
+def swap_entries(lines: Lines) -> int:
+    i = middle_entry(lines)
+    lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    return i
+
+
+def swap_contents_keep_seqs(lines: Lines) -> int:
+    i = middle_entry(lines)
+    a, b = lines[i], lines[i + 1]
+    lines[i], lines[i + 1] = {**b, "seq": a["seq"]}, {**a, "seq": b["seq"]}
+    return i
+
+
+def insert_entry(lines: Lines) -> int:
+    i = middle_entry(lines)
+    forged = {**lines[i], "seq": lines[i]["seq"] + 1, "amount": 1}
+    lines.insert(i + 1, forged)
+    return i + 1
+
+
+def change_signature(lines: Lines) -> int:
+    i = positions(lines, "checkpoint")[1]
+    signature = lines[i]["signature"]
+    lines[i]["signature"] = ("0" if signature[0] != "0" else "1") + signature[1:]
+    return i
+
+
+def change_digest(lines: Lines) -> int:
+    i = positions(lines, "checkpoint")[1]
+    lines[i]["digest"] = hashlib.sha256(b"forged").hexdigest()
+    return i
+
+
+def drop_checkpoint_record(lines: Lines) -> int:
+    i = positions(lines, "checkpoint")[1]
+    del lines[i]
+    return i  # the first entry of the dropped checkpoint now stands here
+
+
+def drop_checkpoint_with_entries(lines: Lines) -> int:
+    second, third = positions(lines, "checkpoint")[1:3]
+    del lines[second:third]
+    return second  # checkpoint 3 now stands here
+
+
+def forge_with_every_hash_recomputed(lines: Lines) -> int:
+    """A careful forger: changes an amount and recomputes leaf, root and digest (no key)."""
+    i = middle_entry(lines)
+    lines[i]["amount"] += 1
+    cp = max(p for p in positions(lines, "checkpoint") if p < i)
+    leaves = list(lines[cp]["leaves"])
+    leaves[i - cp - 1] = ledger.leaf_hash(lines[i]).hex()
+    lines[cp]["leaves"] = leaves
+    lines[cp]["entries_root"] = ledger.merkle_root([bytes.fromhex(x) for x in leaves]).hex()
+    lines[cp]["digest"] = ledger.checkpoint_digest(lines[cp])
+    nxt = positions(lines, "checkpoint")[2]
+    lines[nxt]["previous_digest"] = lines[cp]["digest"]
+    return cp
+
+
+def truncate(lines: Lines) -> int:
+    del lines[-1]
+    return len(lines)
+
+
+TAMPERING: dict[str, tuple[Callable[[Lines], int], str]] = {
+    "amount changed": (change_amount, "is not the entry sealed as seq"),
+    "entry deleted": (delete_entry, "is missing: seq"),
+    "entries swapped": (swap_entries, "is missing: seq"),
+    "contents swapped, seqs kept": (swap_contents_keep_seqs, "is not the entry sealed as seq"),
+    "entry inserted": (insert_entry, "is not the entry sealed as seq"),
+    "signature changed": (change_signature, "the signature does not verify"),
+    "digest changed": (change_digest, "its digest does not match its fields"),
+    "checkpoint record dropped": (drop_checkpoint_record, "is not covered by a checkpoint"),
+    "checkpoint and entries dropped": (
+        drop_checkpoint_with_entries,
+        "checkpoint 3 follows checkpoint 1: checkpoint 2..2 is missing",
+    ),
+    "every hash recomputed": (forge_with_every_hash_recomputed, "the signature does not verify"),
+    "end record cut off": (truncate, "without its end record: truncated"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TAMPERING))
+def test_tampering_is_detected_and_named(exported, public_key_file, tmp_path, kind):
+    tamper, message = TAMPERING[kind]
+    bad_index = tamper(exported)
+    path = support.write_jsonl(tmp_path / "tampered.jsonl", exported)
+    code, out = verify(path, public_key_file)
+    assert code == 1, out
+    assert re.match(rf"FAILED line {bad_index + 1}( \(end of file\))?: ", out), out
+    assert message in out, out

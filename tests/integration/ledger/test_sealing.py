@@ -1,0 +1,159 @@
+"""Sealing: every entry gets exactly one place in the ledger order, in chained signed checkpoints,
+whatever the batch size, the commit order of confirms, or the number of concurrent sealers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from holdfast.adapters.database import Database, create_engine
+from holdfast.adapters.signing import Ed25519Keyring, load_signer
+from holdfast.domain import ledger
+from holdfast.domain.actors import SYSTEM
+from holdfast.domain.transfers import ConfirmCommand
+from holdfast.services import ledger as service
+from holdfast.services import transfers
+from tests.integration.ledger import support
+
+
+def assert_sealed_exactly_once(db: Database) -> list[ledger.Checkpoint]:
+    """Every entry has one seq; seqs run 1..N; checkpoints chain; transfers are never split."""
+    with db.engine.connect() as c:
+        entries = c.execute(sa.text("SELECT count(*) FROM ledger_entries")).scalar_one()
+        seqs = [r.seq for r in c.execute(sa.text("SELECT seq FROM ledger_sequence ORDER BY seq"))]
+        queued = c.execute(sa.text("SELECT count(*) FROM ledger_unsequenced")).scalar_one()
+        split = c.execute(
+            sa.text(
+                "SELECT transfer_id FROM ledger_sequence GROUP BY transfer_id "
+                "HAVING count(DISTINCT checkpoint) > 1"
+            )
+        ).all()
+    assert seqs == list(range(1, entries + 1))
+    assert queued == 0
+    assert split == []
+    checkpoints = service.list_checkpoints(db, after=0, limit=1000)
+    previous = None
+    for checkpoint in checkpoints:
+        assert checkpoint.number == (previous.number + 1 if previous else 1)
+        assert checkpoint.first_seq == (previous.last_seq + 1 if previous else 1)
+        assert checkpoint.previous_digest == (
+            previous.digest if previous else ledger.GENESIS_DIGEST
+        )
+        previous = checkpoint
+    assert previous is not None and previous.last_seq == entries
+    return checkpoints
+
+
+def test_every_entry_is_sealed_once_in_chained_checkpoints(db, signer):
+    accounts = support.open_accounts(db, 6)
+    for round_ in range(3):
+        support.random_payments(db, accounts, 20, seed=round_)
+        while service.seal_once(db, signer, batch=9) is not None:
+            pass
+    checkpoints = assert_sealed_exactly_once(db)
+    assert len(checkpoints) > 6
+    assert service.check(db, Ed25519Keyring([signer.public_key])).ok
+
+
+def test_a_batch_is_completed_to_whole_transfers(db, signer):
+    a, b, c, d = support.open_accounts(db, 4)
+    support.pay(db, [support.reserve([(a, b, 1), (b, c, 2), (c, d, 3)]) for _ in range(4)])
+    while service.seal_once(db, signer, batch=1) is not None:
+        pass
+    checkpoints = assert_sealed_exactly_once(db)
+    assert [cp.entry_count for cp in checkpoints] == [6, 6, 6, 6]
+
+
+def test_an_entry_that_commits_late_is_sealed_in_a_later_checkpoint(db, signer):
+    """A confirm that started first (earlier posted_at) but commits after a seal is not lost."""
+    source, target, other, another = support.open_accounts(db, 4)
+    late = support.reserve([(source, target, 7)], immediate=False)
+    support.pay(db, [late])
+    with db.engine.connect() as connection:
+        transaction = connection.begin()
+        transfers.apply(connection, [transfers.Operation(ConfirmCommand(late.id), SYSTEM)])
+        support.pay(db, [support.reserve([(other, another, 1)]) for _ in range(3)])
+        first = service.seal_pending(db, signer)
+        transaction.commit()
+    second = service.seal_pending(db, signer)
+    assert [cp.entry_count for cp in first + second] == [6, 2]
+    late_entries = service.list_entries(db, account_id=None, transfer_id=late.id, after=0, limit=10)
+    sealed_first = service.list_entries(db, account_id=None, transfer_id=None, after=0, limit=6)
+    assert {e.seq for e in late_entries} == {7, 8}
+    assert all(e.posted_at < x.posted_at for e in late_entries for x in sealed_first)
+    assert_sealed_exactly_once(db)
+
+
+def test_concurrent_sealers_never_fork_or_repeat(db, signer, database_url):
+    accounts = support.open_accounts(db, 8)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sealers = [Database(create_engine(database_url, pool_size=1)) for _ in range(3)]
+
+    def seal_loop(sealer_db: Database) -> None:
+        try:
+            while not stop.is_set():
+                service.seal_once(sealer_db, signer, batch=5)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=seal_loop, args=(d,)) for d in sealers]
+    for thread in threads:
+        thread.start()
+    try:
+        for round_ in range(10):
+            support.random_payments(db, accounts, 10, seed=100 + round_, per_batch=2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for sealer_db in sealers:
+            sealer_db.dispose()
+    assert errors == []
+    support.seal_all(db, signer)
+    assert_sealed_exactly_once(db)
+    assert service.check(db, Ed25519Keyring([signer.public_key])).ok
+
+
+def test_each_checkpoint_is_announced_through_the_outbox(db, signer):
+    a, b = support.open_accounts(db, 2)
+    support.pay(db, [support.reserve([(a, b, 3)])])
+    [checkpoint] = service.seal_pending(db, signer)
+    with db.engine.connect() as c:
+        row = c.execute(
+            sa.text("SELECT subject, data FROM outbox WHERE type = :t"),
+            {"t": "dev.holdfast.ledger.checkpoint.v1"},
+        ).one()
+    assert row.subject == "1"
+    assert row.data == checkpoint.record()
+
+
+def test_a_rotated_key_signs_on_and_both_keys_verify_the_chain(db, signer, tmp_path: Path):
+    a, b = support.open_accounts(db, 2)
+    support.pay(db, [support.reserve([(a, b, 3)])])
+    service.seal_pending(db, signer)
+    new_file = tmp_path / "rotated.pem"
+    new_file.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    rotated = load_signer(new_file, tmp_path)
+    support.pay(db, [support.reserve([(b, a, 1)])])
+    service.seal_pending(db, rotated)
+    checkpoints = service.list_checkpoints(db, after=0, limit=10)
+    assert [cp.key_id for cp in checkpoints] == [signer.key_id, rotated.key_id]
+    assert [k[0] for k in service.known_keys(db)] == [signer.key_id, rotated.key_id]
+    both = Ed25519Keyring([signer.public_key, rotated.public_key])
+    assert service.check(db, both).ok
+    only_old = service.check(db, Ed25519Keyring([signer.public_key]))
+    assert only_old.findings == [
+        f"checkpoint 2: checkpoint 2 is signed by key {rotated.key_id}, "
+        "which is not among the trusted public keys"
+    ]
