@@ -9,9 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,13 @@ class Dev:
     base_url: str
     home: Path
     env: dict[str, str]
+    output: list[str] = field(default_factory=list)
+
+    def drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            del self.output[:-2000]
 
     def token(self, sub: str, scope: str) -> str:
         return subprocess.run(
@@ -79,7 +87,10 @@ def start_dev(home: Path, extra_env: dict[str, str] | None = None) -> Dev:
         lines.append(line)
         if "Holdfast is running at" in line:
             base_url = line.rsplit(" ", 1)[-1].strip()
-            return Dev(process, base_url, home, env)
+            dev = Dev(process, base_url, home, env, output=lines)
+            # Keep reading: a full pipe would block every process that writes to it.
+            threading.Thread(target=dev.drain, daemon=True).start()
+            return dev
     process.kill()
     raise RuntimeError("holdfast dev did not start:\n" + "".join(lines))
 

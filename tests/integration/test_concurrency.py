@@ -225,3 +225,27 @@ def test_retries_are_bounded_and_a_failed_transaction_changes_nothing(
     finally:
         always.dispose()
     assert snapshot(db) == before
+
+
+def test_a_dropped_connection_is_retried_transparently(db: Database, server_url: str) -> None:
+    from sqlalchemy import text
+
+    customer, payee = funded_account(db, 100)  # the pool now holds live connections
+    admin = Database(create_engine(server_url, pool_size=1))
+    try:
+        with admin.engine.connect() as c:
+            killed = c.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = :d"
+                ),
+                {"d": db.engine.url.database},
+            ).scalar()
+            c.commit()
+    finally:
+        admin.dispose()
+    assert killed >= 1
+    retries = db.retries
+    assert one(db, reserve(customer, payee, 10)).error is None
+    assert db.retries > retries
+    check_invariants(db)

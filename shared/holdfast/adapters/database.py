@@ -186,9 +186,17 @@ def translate(error: DBAPIError) -> Exception:
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
         if constraint in IDEMPOTENCY_KEYS:
             return ConcurrentInsert(str(constraint))
-    if error.connection_invalidated:
-        return TransientError(f"database connection lost: {error.orig}")
+    if error.connection_invalidated or _unreachable(error, sqlstate):
+        return TransientError(f"database connection lost: {type(error.orig).__name__}")
     return error
+
+
+def _unreachable(error: DBAPIError, sqlstate: str | None) -> bool:
+    """The server went away or is restarting: class 08 (connection exception), 57P01-57P03
+    (admin shutdown, crash shutdown, cannot connect now), or no SQLSTATE at all on connect."""
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in {"57P01", "57P02", "57P03"}
 
 
 def migrate(engine: Engine) -> None:

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -90,6 +91,40 @@ def wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen[bytes
         time.sleep(0.05)
 
 
+class Supervisor:
+    """Restarts a function process that dies (as Kubernetes restarts a crashed container)."""
+
+    def __init__(
+        self,
+        processes: dict[str, subprocess.Popen[bytes]],
+        ports: dict[str, int],
+        env: dict[str, str],
+    ) -> None:
+        self.processes = processes
+        self.ports = ports
+        self.env = env
+        self.stopping = threading.Event()
+        self.restarts = 0
+        self.thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def start(self) -> Supervisor:
+        self.thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(0.2):
+            for name, process in list(self.processes.items()):
+                if process.poll() is not None and not self.stopping.is_set():
+                    print(f"{name} exited with {process.returncode}: restarting", flush=True)
+                    self.processes[name] = start_function(name, self.ports[name], self.env)
+                    self.restarts += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        stop(self.processes)
+
+
 def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
     for process in processes.values():
         if process.poll() is None:
@@ -120,6 +155,7 @@ def run(port: int, settings: Settings) -> None:
     embedded = None
     relay_db: Database | None = None
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor: Supervisor | None = None
     # SIGTERM ends the process the way Ctrl-C does, so the `finally` below always runs.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -144,6 +180,7 @@ def run(port: int, settings: Settings) -> None:
         upstreams = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
         processes = {name: start_function(name, ports[name], env) for name in FUNCTIONS}
         wait_ready(upstreams, processes)
+        supervisor = Supervisor(processes, ports, env).start()
         ingress = Ingress(
             load_triggers(project_dir() / "knative"), upstreams, settings.home / "dead-letter.jsonl"
         )
@@ -175,6 +212,8 @@ def run(port: int, settings: Settings) -> None:
     finally:
         if relay_db is not None:
             relay_db.dispose()
+        if supervisor is not None:
+            supervisor.stop()
         stop(processes)
         if embedded is not None:
             embedded.stop()
