@@ -88,6 +88,22 @@ class Instruments:
                 2.5,
             ],
         )
+        # holdfast_outbox_backlog / holdfast_outbox_oldest_age_seconds: events not yet published
+        self.outbox_backlog = meter.create_gauge(
+            "holdfast.outbox.backlog", unit="1", description="Outbox events not yet published"
+        )
+        self.outbox_oldest_age = meter.create_gauge(
+            "holdfast.outbox.oldest_age",
+            unit="s",
+            description="Age of the oldest outbox event not yet published",
+        )
+        # holdfast_outbox_published_total / holdfast_outbox_failures_total
+        self.outbox_published = meter.create_counter(
+            "holdfast.outbox.published", unit="1", description="Events the sink accepted"
+        )
+        self.outbox_failures = meter.create_counter(
+            "holdfast.outbox.failures", unit="1", description="Sends the sink did not accept"
+        )
         # holdfast_holds_lapsed_unswept: reservations past expiry the sweep has not moved yet
         self.lapsed_unswept = meter.create_gauge(
             "holdfast.holds.lapsed_unswept", unit="1", description="Lapsed holds not yet swept"

@@ -202,3 +202,79 @@ def test_logs_are_json_with_trace_ids_and_no_secrets(
     assert secret_name not in text
     inside = next(line for line in lines if line["message"] == "inside a span")
     assert len(inside["trace_id"]) == 32 and len(inside["span_id"]) == 16
+
+
+def test_the_trace_reaches_the_outbound_event_and_its_consumer(
+    accounts_api: Api, transfers_api: Api, spans: InMemorySpanExporter, db
+) -> None:
+    import asyncio
+
+    from holdfast.adapters.relay import HttpPublisher
+    from holdfast.services.relay import Relay
+    from tests.integration.events.conftest import Sink
+
+    alice = funded(accounts_api, transfers_api, 1_000)
+    bob = open_account(accounts_api, owner="bob")
+    spans.clear()
+    transfer_id = str(uuid.uuid4())
+    transfers_api.call(
+        "POST",
+        "/v1/transfers",
+        {
+            "id": transfer_id,
+            "debit_account_id": alice,
+            "credit_account_id": bob,
+            "amount": 10,
+            "currency": "EUR",
+        },
+        headers={"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"},
+    )
+    server = next(s for s in spans.get_finished_spans() if s.name == "POST /v1/transfers")
+    sink = Sink().start()
+    publisher = HttpPublisher(sink.url)
+
+    async def relay_once() -> None:
+        try:
+            while (await Relay(db, publisher).step()).claimed:
+                pass
+        finally:
+            await publisher.aclose()
+
+    try:
+        asyncio.run(relay_once())
+    finally:
+        sink.stop()
+    reserved = next(
+        r
+        for r in sink.accepted()
+        if r.subject == transfer_id and r.headers["ce-type"].endswith("reserved.v1")
+    )
+    producer = next(
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "send dev.holdfast.transfer.reserved.v1"
+        and s.attributes["cloudevents.event_subject"] == transfer_id
+    )
+    # request -> (outbox) -> producer span -> the event's traceparent
+    assert producer.kind is trace.SpanKind.PRODUCER
+    assert producer.parent is not None and producer.parent.span_id == server.context.span_id
+    _, trace_id, span_id, _ = reserved.headers["ce-traceparent"].split("-")
+    assert (trace_id, span_id) == (CALLER_TRACE, format(producer.context.span_id, "016x"))
+    # A consumer that receives the event joins the same trace, under the producer span.
+    spans.clear()
+    consumed = transfers_api.client.post(
+        "/",
+        headers={
+            "ce-specversion": "1.0",
+            "ce-type": "dev.holdfast.transfer.cancel.v1",
+            "ce-source": "/consumer",
+            "ce-id": str(uuid.uuid4()),
+            "ce-traceparent": reserved.headers["ce-traceparent"],
+            "content-type": "application/json",
+        },
+        data=json.dumps({"id": transfer_id}),
+    )
+    assert consumed.status_code == 200
+    consumer = next(s for s in spans.get_finished_spans() if s.name == "POST / (CloudEvent)")
+    assert format(consumer.context.trace_id, "032x") == CALLER_TRACE
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id

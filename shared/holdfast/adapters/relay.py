@@ -28,6 +28,7 @@ row keeps its place and blocks later rows of its subject until it is sent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,9 +40,10 @@ import httpx
 import sqlalchemy as sa
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
+from opentelemetry import propagate, trace
 from sqlalchemy.engine import Connection
 
-from holdfast import limits
+from holdfast import limits, telemetry
 from holdfast.adapters import tables as t
 from holdfast.event_models import dataschema
 
@@ -194,6 +196,16 @@ def prune(connection: Connection, before: datetime, batch_max: int) -> int:
 # -- publishing ---------------------------------------------------------------------------
 
 
+def backlog(connection: Connection, now: datetime) -> tuple[int, float]:
+    """How many events wait for publication, and the age in seconds of the oldest."""
+    count, oldest = connection.execute(
+        sa.select(sa.func.count(), sa.func.min(t.outbox.c.created_at)).where(
+            t.outbox.c.published_at.is_(None)
+        )
+    ).one()
+    return int(count), (now - oldest).total_seconds() if oldest is not None else 0.0
+
+
 class PublishFailed(Exception):
     """The sink did not take the event (no 2xx): retried later with backoff."""
 
@@ -251,6 +263,19 @@ class HttpPublisher:
         return self._client
 
     async def publish(self, row: Claimed, timeout_s: float) -> None:
+        # A producer span continues the trace of the change that wrote the row; the event
+        # carries the producer span on, so the consumer's span joins the same trace.
+        parent = propagate.extract({"traceparent": row.traceparent}) if row.traceparent else None
+        with telemetry.tracer().start_as_current_span(
+            f"send {row.type}", context=parent, kind=trace.SpanKind.PRODUCER
+        ) as span:
+            span.set_attribute("cloudevents.event_id", str(row.id))
+            span.set_attribute("cloudevents.event_type", row.type)
+            span.set_attribute("cloudevents.event_subject", row.subject)
+            sent = dataclasses.replace(row, traceparent=telemetry.current_traceparent())
+            await self._post(sent if sent.traceparent else row, timeout_s)
+
+    async def _post(self, row: Claimed, timeout_s: float) -> None:
         headers, body = binary_request(row)
         try:
             async with asyncio.timeout(timeout_s):

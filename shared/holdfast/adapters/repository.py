@@ -219,6 +219,16 @@ def lapsed_transfer_ids(connection: Connection, at: datetime, limit: int) -> lis
     return [row.id for row in rows]
 
 
+def lapsed_count(connection: Connection) -> int:
+    """Reservations past their expiry that no sweep has moved yet (the alert's gauge)."""
+    count: int = connection.execute(
+        sa.select(sa.func.count())
+        .select_from(t.transfers)
+        .where(t.transfers.c.state == "reserved", t.transfers.c.expires_at <= sa.func.now())
+    ).scalar_one()
+    return count
+
+
 def list_transfers(
     connection: Connection,
     *,

@@ -161,6 +161,7 @@ def on_tick(runtime: Runtime, event: CloudEvent) -> EventReply:
     for _ in range(10):
         if transfers.sweep_expired(runtime.db) == 0:
             break
+    transfers.measure_lapsed(runtime.db)
     return EventReply()
 
 

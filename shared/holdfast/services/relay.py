@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Protocol
 from uuid import UUID, uuid4
 
-from holdfast import limits
+from holdfast import limits, telemetry
 from holdfast.adapters import relay as outbox_relay
 from holdfast.adapters import repository
 from holdfast.adapters.database import Database
@@ -152,6 +152,9 @@ class Relay:
                 *(self._send(chain, deadline, gate, step) for chain in chains.values())
             )
         finally:
+            gauges = telemetry.instruments()
+            gauges.outbox_published.add(len(step.published))
+            gauges.outbox_failures.add(len(step.failed))
             done = set(step.published) | {f.id for f in step.failed}
             step.unsent = [row.id for row in rows if row.id not in done]
             # Shielded: a relay stopped mid-batch still records what the sink took.
@@ -191,6 +194,16 @@ class Relay:
             )
         )
 
+    def measure(self) -> tuple[int, float]:
+        """Export the backlog and the age of its oldest event (for the alerts)."""
+        count, age_s = self.db.run(
+            lambda connection: outbox_relay.backlog(connection, repository.now(connection))
+        )
+        gauges = telemetry.instruments()
+        gauges.outbox_backlog.set(count)
+        gauges.outbox_oldest_age.set(age_s)
+        return count, age_s
+
     # -- pruning --------------------------------------------------------------------------
 
     def prune(self) -> int:
@@ -216,9 +229,13 @@ class Relay:
         failures: they are logged and the loop pauses, with a bound, before trying again."""
         stop = stop or asyncio.Event()
         next_prune = self.clock() + self.policy.prune_interval_s
+        next_measure = self.clock()
         errors = 0
         while not stop.is_set():
             try:
+                if self.clock() >= next_measure:
+                    next_measure = self.clock() + limits.relay_measure_interval_s
+                    await asyncio.to_thread(self.measure)
                 step = await self.step()
                 if self.clock() >= next_prune:
                     next_prune = self.clock() + self.policy.prune_interval_s

@@ -305,6 +305,13 @@ def list_transfers(
     return db.run(work)
 
 
+def measure_lapsed(db: Database) -> int:
+    """Export how many reservations are past expiry and still unswept."""
+    count = db.run(repository.lapsed_count)
+    telemetry.instruments().lapsed_unswept.set(count)
+    return count
+
+
 def sweep_expired(db: Database, batch_max: int = limits.expiry_sweep_batch_max) -> int:
     """Move lapsed reservations to `expired` in one bounded batch; return how many."""
 
