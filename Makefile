@@ -48,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .holdfast .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .holdfast .pytest_cache .mypy_cache .ruff_cache

@@ -242,3 +242,21 @@ def test_oversized_body_is_413_before_parsing(accounts_api: Api, db) -> None:
     )
     assert response.status_code == 413
     assert snapshot(db) == before
+
+
+def test_events_under_a_public_host_name_are_refused(accounts_api: Api, db) -> None:
+    before = snapshot(db)
+    response = accounts_api.client.post(
+        "/",
+        base_url="https://api.bank.example",
+        headers={
+            "ce-specversion": "1.0",
+            "ce-type": "dev.holdfast.account.open.v1",
+            "ce-source": "/x",
+            "ce-id": "1",
+            "content-type": "application/json",
+        },
+        data='{"id": "6f1c0a6e-1d3e-4c1a-9b7e-000000000001", "currency": "EUR", "owner": "x"}',
+    )
+    assert response.status_code == 404
+    assert snapshot(db) == before

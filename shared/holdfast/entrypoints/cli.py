@@ -74,6 +74,41 @@ def migrate_command() -> None:
         click.echo("schema is up to date")
 
 
+@main.command()
+@click.option("--sink", envvar="K_SINK", required=True, help="Where events go (K_SINK).")
+def relay(sink: str) -> None:
+    """Relay the outbox to K_SINK until SIGTERM (any number may run at once: leases)."""
+    import asyncio
+    import signal
+
+    from holdfast import telemetry
+    from holdfast.adapters.relay import HttpPublisher
+    from holdfast.services.relay import Relay, relay_name
+
+    settings = Settings.from_env()
+    if settings.database_url is None:
+        raise click.UsageError("HOLDFAST_DATABASE_URL is not set")
+    telemetry.configure("relay")
+    db = Database(
+        create_engine(settings.database_url, pool_size=2, application_name="holdfast-relay")
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        publisher = HttpPublisher(sink)
+        try:
+            await Relay(db, publisher, name=relay_name()).run(stop)
+        finally:
+            await publisher.aclose()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        db.dispose()
+
+
 @main.group()
 def keys() -> None:
     """Keys for personal data at rest (HOLDFAST_METADATA_KEYS_FILE)."""

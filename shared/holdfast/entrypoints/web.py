@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import prometheus_client
 import sqlalchemy as sa
 from cloudevents import exceptions as ce_exceptions
-from cloudevents.http import CloudEvent, from_http, to_binary
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent, from_http
 from opentelemetry import propagate, trace
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -214,6 +215,8 @@ class Api:
         if path == "/metrics":
             return Response(prometheus_client.generate_latest(), mimetype=METRICS_MIMETYPE)
         if path == "/" and request.method == "POST":
+            if not cluster_local(request.host):
+                raise HttpProblem("not_found", "Not found", "no route for POST /")
             return self._event(request)
         if (request.content_length or 0) > limits.request_body_bytes_max:
             raise HttpProblem("payload_too_large", "Payload too large", "the body is too large")
@@ -256,11 +259,13 @@ class Api:
         return json_response(200, {"status": "ready"})
 
     def _event(self, request: Request) -> Response:
+        # Knative does not retry a 400: an oversized event goes to the dead-letter sink.
+        too_large = HttpProblem("malformed_request", "Event too large", "the event is over 64 KiB")
         if (request.content_length or 0) > limits.event_bytes_max:
-            raise HttpProblem("payload_too_large", "Event too large", "the event is over 64 KiB")
+            raise too_large
         data = request.get_data(cache=True)
         if len(data) > limits.event_bytes_max:
-            raise HttpProblem("payload_too_large", "Event too large", "the event is over 64 KiB")
+            raise too_large
         try:
             event = from_http(dict(request.headers), data)
         except (ce_exceptions.GenericException, ValueError, TypeError) as error:
@@ -281,6 +286,21 @@ class Api:
             return Response(status=200)
         headers, body = to_binary(answer.reply)
         return Response(body, status=200, headers=headers)
+
+
+def cluster_local(host: str) -> bool:
+    """Events carry no token: take them only from inside the cluster (or this machine).
+
+    Knative delivers Triggers and PingSources to a Service's cluster-local name; the public
+    ingress only routes public host names, so `POST /` under one of those is refused.
+    """
+    end = host.find("]") + 1 if host.startswith("[") else host.rfind(":")
+    name = (host[:end] if end > 0 else host).lower().rstrip(".")
+    return (
+        name in {"localhost", "127.0.0.1", "[::1]"}
+        or "." not in name
+        or name.endswith((".svc", ".svc.cluster.local"))
+    )
 
 
 def json_response(
