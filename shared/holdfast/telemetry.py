@@ -104,6 +104,25 @@ class Instruments:
         self.outbox_failures = meter.create_counter(
             "holdfast.outbox.failures", unit="1", description="Sends the sink did not accept"
         )
+        # holdfast_ledger_unsealed_entries / holdfast_ledger_sealing_lag_seconds
+        self.ledger_unsealed = meter.create_gauge(
+            "holdfast.ledger.unsealed_entries", unit="1", description="Entries not yet sealed"
+        )
+        self.ledger_sealing_lag = meter.create_gauge(
+            "holdfast.ledger.sealing_lag",
+            unit="s",
+            description="Age of the oldest entry not yet sealed into a checkpoint",
+        )
+        # holdfast_ledger_entries_sealed_total
+        self.ledger_sealed = meter.create_counter(
+            "holdfast.ledger.entries_sealed", unit="1", description="Entries sealed"
+        )
+        # holdfast_ledger_checkpoint_verification_failures_total
+        self.ledger_verification_failures = meter.create_counter(
+            "holdfast.ledger.checkpoint_verification_failures",
+            unit="1",
+            description="Checkpoints whose recomputation from the database did not match",
+        )
         # holdfast_holds_lapsed_unswept: reservations past expiry the sweep has not moved yet
         self.lapsed_unswept = meter.create_gauge(
             "holdfast.holds.lapsed_unswept", unit="1", description="Lapsed holds not yet swept"
