@@ -18,6 +18,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from holdfast import limits
 from holdfast.adapters import tables as t
 from holdfast.domain.accounts import Direction, NormalBalance
 from holdfast.domain.ledger import Checkpoint, LedgerEntry, Sealed
@@ -116,19 +117,23 @@ def latest_checkpoint(connection: Connection) -> Checkpoint | None:
 
 
 def queued_batch(connection: Connection, limit: int) -> list[Entry]:
-    """The oldest `limit` queued entries, completed to whole transfers."""
+    """The first `limit` queued entries in batch order, completed to the end of the last
+    transfer they touch (a transfer's entries are adjacent in this order, and at most
+    2 * transfer_legs_max), so that no transfer is split between two checkpoints."""
     rows = connection.execute(
         sa.text(
-            "WITH head AS (SELECT entry_id FROM ledger_unsequenced "
-            "ORDER BY posted_at, entry_id LIMIT :limit), "
-            "batch AS (SELECT DISTINCT e.transfer_id FROM ledger_entries e "
-            "JOIN head h ON h.entry_id = e.id) "
-            f"SELECT e.id, {ENTRY_COLUMNS} FROM ledger_entries e "
-            "JOIN batch b ON b.transfer_id = e.transfer_id "
-            "JOIN ledger_unsequenced q ON q.entry_id = e.id"
+            f"SELECT e.id, {ENTRY_COLUMNS} FROM ledger_unsequenced q "
+            "JOIN ledger_entries e ON e.id = q.entry_id "
+            "ORDER BY q.posted_at, e.transfer_id, e.leg, e.direction LIMIT :rows"
         ),
-        {"limit": limit},
-    )
+        {"rows": limit + 2 * limits.transfer_legs_max - 1},
+    ).all()
+    if len(rows) > limit:
+        last = rows[limit - 1].transfer_id
+        end = limit
+        while end < len(rows) and rows[end].transfer_id == last:
+            end += 1
+        rows = rows[:end]
     return [
         Entry(
             id=row.id,
@@ -162,22 +167,26 @@ def insert_sealed(connection: Connection, sealed: Sealed) -> None:
         )
     )
     ids = [entry_id(e.transfer_id, e.leg, e.direction) for e in sealed.entries]
+    # One statement for the whole batch: arrays unnested into rows (PostgreSQL and CockroachDB).
     connection.execute(
-        ledger_sequence.insert(),
-        [
-            {
-                "seq": e.seq,
-                "entry_id": id_,
-                "checkpoint": checkpoint.number,
-                "transfer_id": e.transfer_id,
-                "account_id": e.account_id,
-                "leaf_hash": leaf,
-            }
-            for e, id_, leaf in zip(sealed.entries, ids, sealed.leaves, strict=True)
-        ],
+        sa.text(
+            "INSERT INTO ledger_sequence (seq, entry_id, checkpoint, transfer_id, account_id, "
+            "leaf_hash) SELECT s, e, :checkpoint, t, a, l FROM unnest(CAST(:seqs AS BIGINT[]), "
+            "CAST(:entry_ids AS UUID[]), CAST(:transfer_ids AS UUID[]), "
+            "CAST(:account_ids AS UUID[]), CAST(:leaves AS BYTEA[])) AS x (s, e, t, a, l)"
+        ),
+        {
+            "checkpoint": checkpoint.number,
+            "seqs": [e.seq for e in sealed.entries],
+            "entry_ids": ids,
+            "transfer_ids": [e.transfer_id for e in sealed.entries],
+            "account_ids": [e.account_id for e in sealed.entries],
+            "leaves": list(sealed.leaves),
+        },
     )
     connection.execute(
-        t.ledger_unsequenced.delete().where(t.ledger_unsequenced.c.entry_id.in_(ids))
+        sa.text("DELETE FROM ledger_unsequenced WHERE entry_id = ANY(CAST(:ids AS UUID[]))"),
+        {"ids": ids},
     )
 
 

@@ -244,14 +244,15 @@ def seal(
     )
     first_seq = previous.last_seq + 1 if previous else 1
     sealed = [LedgerEntry.of(entry, first_seq + i) for i, entry in enumerate(ordered)]
+    records = [entry.record() for entry in sealed]
     legs = Legs()
-    for entry in sealed:
-        problem = legs.add(entry.record(), str(entry.seq))
+    for record in records:
+        problem = legs.add(record, f"seq {record['seq']}")
         require(problem is None, f"sealing: {problem}")
     unbalanced = legs.problem()
     require(unbalanced is None, f"sealing: {unbalanced and unbalanced[1]}")
-    leaves = [entry.leaf() for entry in sealed]
-    record: dict[str, Any] = {
+    leaves = [leaf_hash(record) for record in records]
+    checkpoint: dict[str, Any] = {
         "number": previous.number + 1 if previous else 1,
         "first_seq": first_seq,
         "last_seq": first_seq + len(sealed) - 1,
@@ -261,12 +262,12 @@ def seal(
         "key_id": signer.key_id,
         "created_at": format_time(created_at),
     }
-    record["digest"] = checkpoint_digest(record)
-    checkpoint = Checkpoint(
-        **{**record, "created_at": created_at},
-        signature=signer.sign(signing_message(record)).hex(),
+    checkpoint["digest"] = checkpoint_digest(checkpoint)
+    signed = Checkpoint(
+        **{**checkpoint, "created_at": created_at},
+        signature=signer.sign(signing_message(checkpoint)).hex(),
     )
-    return Sealed(checkpoint, sealed, leaves)
+    return Sealed(signed, sealed, leaves)
 
 
 # -- double entry ---------------------------------------------------------------------------

@@ -157,3 +157,14 @@ def test_a_rotated_key_signs_on_and_both_keys_verify_the_chain(db, signer, tmp_p
         f"checkpoint 2: checkpoint 2 is signed by key {rotated.key_id}, "
         "which is not among the trusted public keys"
     ]
+
+
+def test_transfers_of_one_transaction_are_cut_between_transfers(db, signer):
+    """All entries share one posted_at: the batch still ends at a transfer's last entry."""
+    accounts = support.open_accounts(db, 5)
+    support.random_payments(db, accounts, 40, seed=9, per_batch=40)
+    while service.seal_once(db, signer, batch=7) is not None:
+        pass
+    checkpoints = assert_sealed_exactly_once(db)
+    assert len(checkpoints) > 5
+    assert all(7 <= cp.entry_count <= 7 + 5 for cp in checkpoints[:-1])  # legs: 1 to 3
