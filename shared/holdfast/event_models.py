@@ -39,7 +39,8 @@ class Balance(Open):
 
 
 class AccountData(Open):
-    """`dev.holdfast.account.opened.v1`: the account as `GET /v1/accounts/{id}` shows it."""
+    """`dev.holdfast.account.opened.v1`: the account as `GET /v1/accounts/{id}` shows it, less
+    `metadata`: personal data stays sealed in the database (read it through the API)."""
 
     id: UUID
     currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -52,7 +53,6 @@ class AccountData(Open):
     debits_reserved: Minor
     credits_reserved: Minor
     balance: Balance
-    metadata: dict[str, Any]
     created_at: datetime
 
 
@@ -64,8 +64,8 @@ class LegData(Open):
 
 class TransferData(Open):
     """`dev.holdfast.transfer.{reserved,confirmed,cancelled,expired}.v1`: the transfer after
-    the change. A transfer cancelled before it was reserved (fenced) has no legs, amount 0
-    and no currency."""
+    the change, less `metadata` (it may name a person: read it through the API). A transfer
+    cancelled before it was reserved (fenced) has no legs, amount 0 and no currency."""
 
     id: UUID
     state: Literal["reserved", "confirmed", "cancelled", "expired"]
@@ -77,7 +77,6 @@ class TransferData(Open):
     immediate: StrictBool
     timeout_s: StrictInt | None
     expires_at: datetime | None
-    metadata: dict[str, Any]
     created_at: datetime
     confirmed_amount: Minor | None
     resolved_at: datetime | None

@@ -14,7 +14,7 @@ from holdfast.adapters.database import Database
 from holdfast.domain.accounts import Account, OpenAccount, differing_fields
 from holdfast.domain.actors import Actor
 from holdfast.domain.errors import AccountNotFound, ExistsWithDifferentFields, Forbidden
-from holdfast.services.views import account_view
+from holdfast.services.views import account_view, without_personal_data
 
 SOURCE = "/holdfast/accounts"
 
@@ -58,7 +58,7 @@ def open_in(
                 type="dev.holdfast.account.opened.v1",
                 source=SOURCE,
                 subject=str(account.id),
-                data=account_view(account),
+                data=without_personal_data(account_view(account)),
             )
         ],
         at,

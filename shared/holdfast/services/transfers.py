@@ -35,7 +35,7 @@ from holdfast.domain.transfers import (
     Transfer,
     TransferEvent,
 )
-from holdfast.services.views import transfer_view
+from holdfast.services.views import transfer_view, without_personal_data
 
 SOURCE = "/holdfast/transfers"
 
@@ -236,7 +236,7 @@ def _event(
         type=f"dev.holdfast.transfer.{event.kind}.v1",
         source=SOURCE,
         subject=str(event.transfer.id),
-        data=transfer_view(event.transfer, None),
+        data=without_personal_data(transfer_view(event.transfer, None)),
         traceparent=traceparent,
     )
 

@@ -60,3 +60,9 @@ def transfer_view(transfer: Transfer, now: datetime | None) -> dict[str, Any]:
         "confirmed_amount": transfer.confirmed_amount,
         "resolved_at": rfc3339(transfer.resolved_at),
     }
+
+
+def without_personal_data(view: dict[str, Any]) -> dict[str, Any]:
+    """Event data: the view less `metadata`, which may name a person. Events sit in the
+    outbox unsealed and reach every consumer on the broker; metadata stays sealed."""
+    return {k: v for k, v in view.items() if k != "metadata"}
