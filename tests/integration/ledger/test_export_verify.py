@@ -201,3 +201,19 @@ def test_tampering_is_detected_and_named(exported, public_key_file, tmp_path, ki
     assert code == 1, out
     assert re.match(rf"FAILED line {bad_index + 1}( \(end of file\))?: ", out), out
     assert message in out, out
+
+
+def test_progress_goes_to_stderr_and_the_summary_to_stdout(
+    exported, public_key_file, tmp_path, monkeypatch
+):
+    from holdfast.entrypoints import audit
+
+    monkeypatch.setattr(audit, "PROGRESS_INTERVAL_S", 0.0)
+    path = support.write_jsonl(tmp_path / "ledger.jsonl", exported)
+    result = CliRunner().invoke(
+        main, ["audit", "verify", str(path), "--public-key", str(public_key_file)]
+    )
+    assert result.exit_code == 0
+    assert result.stdout.startswith("OK: ")
+    assert "verified 2 lines" in result.stderr
+    assert "entries/s" in result.stderr
