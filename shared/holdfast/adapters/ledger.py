@@ -368,11 +368,15 @@ def queued_but_sealed_or_missing(connection: Connection, limit: int) -> list[UUI
     return [row.entry_id for row in rows]
 
 
-def sealed_rows_past(connection: Connection, last_seq: int, limit: int) -> list[int]:
-    """Sequence rows beyond the last checkpoint: sealed order no checkpoint covers."""
+def sealed_rows_outside_their_checkpoint(connection: Connection, limit: int) -> list[int]:
+    """Sequence rows that no checkpoint's range covers (or whose checkpoint is missing)."""
     rows = connection.execute(
-        sa.text("SELECT seq FROM ledger_sequence WHERE seq > :last ORDER BY seq LIMIT :n"),
-        {"last": last_seq, "n": limit},
+        sa.text(
+            "SELECT s.seq FROM ledger_sequence s WHERE NOT EXISTS (SELECT 1 FROM "
+            "ledger_checkpoints c WHERE c.number = s.checkpoint "
+            "AND s.seq BETWEEN c.first_seq AND c.last_seq) ORDER BY s.seq LIMIT :n"
+        ),
+        {"n": limit},
     )
     return [row.seq for row in rows]
 

@@ -320,7 +320,7 @@ def check(db: Database, keyring: ledger.Keyring, first: int | None = None) -> Ch
         report.summary = verifier.finish("the end")
     except ledger.TamperDetected as error:
         report.findings.insert(0, str(error))
-    _check_tables(db, report, span.last)
+    _check_tables(db, report)
     return report
 
 
@@ -338,13 +338,12 @@ def _check_row(report: CheckReport, row: repo.SealedRow) -> None:
         raise ledger.TamperDetected(f"seq {row.seq}", "too many differences: stopped")
 
 
-def _check_tables(db: Database, report: CheckReport, last: int) -> None:
+def _check_tables(db: Database, report: CheckReport) -> None:
     def work(connection: Connection) -> list[str]:
         findings = []
-        latest = repo.get_checkpoint(connection, last) if last else None
-        for seq in repo.sealed_rows_past(connection, latest.last_seq if latest else 0, 5):
-            findings.append(f"seq {seq} is in ledger_sequence but in no checkpoint")
         n = CHECK_FINDINGS_MAX
+        for seq in repo.sealed_rows_outside_their_checkpoint(connection, n):
+            findings.append(f"seq {seq} is in ledger_sequence but outside its checkpoint")
         for entry_id in repo.entries_neither_sealed_nor_queued(connection, n):
             findings.append(f"entry {entry_id} is neither sealed nor queued: inserted directly")
         for entry_id in repo.queued_but_sealed_or_missing(connection, n):

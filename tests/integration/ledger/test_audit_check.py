@@ -81,6 +81,10 @@ TAMPERING = {
         "UPDATE ledger_sequence SET account_id = gen_random_uuid() WHERE entry_id = :entry",
         "seq 5: ledger_sequence names account",
     ),
+    "sealed row moved to another checkpoint": (
+        "UPDATE ledger_sequence SET checkpoint = checkpoint + 1 WHERE entry_id = :entry",
+        "seq 5 is in ledger_sequence but outside its checkpoint",
+    ),
     "checkpoint signature changed": (
         "UPDATE ledger_checkpoints SET signature = repeat('0', 128) WHERE number = 1",
         "checkpoint 1: checkpoint 1: the signature does not verify",
