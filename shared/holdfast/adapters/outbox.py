@@ -20,10 +20,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import sqlalchemy as sa
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from holdfast.adapters import tables as t
+from holdfast.adapters.repository import insert_rows
 
 EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://holdfast.dev/events")
 # version 00: trace-id (not all zeros), parent-id (not all zeros), flags
@@ -65,29 +65,26 @@ def append(connection: Connection, events: Sequence[OutboundEvent], at: datetime
     if not events:
         return
     traceparent = current_traceparent()
-    statement = pg_insert(t.outbox).on_conflict_do_nothing(index_elements=["id"])
-    connection.execute(
-        statement,
-        [
-            {
-                "id": event.id,
-                "type": event.type,
-                "source": event.source,
-                "subject": event.subject,
-                "data": event.data,
-                "traceparent": event.traceparent or traceparent,
-                "created_at": at,
-                "position": position,
-                "attempts": 0,
-                "next_attempt_at": at,
-                "lease_owner": None,
-                "lease_until": None,
-                "published_at": None,
-                "last_error": None,
-            }
-            for position, event in enumerate(events)
-        ],
-    )
+    rows = [
+        {
+            "id": event.id,
+            "type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "data": event.data,
+            "traceparent": event.traceparent or traceparent,
+            "created_at": at,
+            "position": position,
+            "attempts": 0,
+            "next_attempt_at": at,
+            "lease_owner": None,
+            "lease_until": None,
+            "published_at": None,
+            "last_error": None,
+        }
+        for position, event in enumerate(events)
+    ]
+    insert_rows(connection, t.outbox, rows, skip_existing=True)
 
 
 def inbox_seen(connection: Connection, source: str, event_id: str) -> dict[str, Any] | None:

@@ -6,12 +6,14 @@ concurrent transactions queue instead of deadlocking.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 
 from holdfast.adapters import tables as t
@@ -273,13 +275,67 @@ def list_transfers(
     return [_transfer(row, cipher) for row in connection.execute(query)]
 
 
+def insert_rows(
+    connection: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_existing: bool = False,
+) -> None:
+    """Insert many rows with one statement whose text never changes: one array parameter
+    per column, spread by `unnest` (PostgreSQL and CockroachDB both take several arrays).
+
+    Why: an executemany sends one statement per row, and a multi-row VALUES is a new
+    statement (to compile, parse and plan) for every row count.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    sql = _insert_sql(connection, table, tuple(columns), skip_existing)
+    params = {}
+    for index, name in enumerate(columns):
+        values = [row[name] for row in rows]
+        if isinstance(table.c[name].type, JSONB):
+            values = [None if v is None else json.dumps(v) for v in values]
+        params[f"c{index}"] = values
+    connection.execute(sa.text(sql), params)
+
+
+_insert_statements: dict[tuple[str, str, tuple[str, ...], bool], str] = {}
+
+
+def _insert_sql(
+    connection: Connection, table: sa.Table, columns: tuple[str, ...], skip_existing: bool
+) -> str:
+    key = (connection.dialect.name, table.name, columns, skip_existing)
+    if key not in _insert_statements:
+        arrays, selected = [], []
+        for index, name in enumerate(columns):
+            column_type = table.c[name].type
+            if isinstance(column_type, JSONB):
+                arrays.append(f"CAST(:c{index} AS TEXT[])")
+                selected.append(f"CAST(u.{name} AS JSONB)")
+            else:
+                element = column_type.compile(dialect=connection.dialect)
+                arrays.append(f"CAST(:c{index} AS {element}[])")
+                selected.append(f"u.{name}")
+        names = ", ".join(columns)
+        conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
+        _insert_statements[key] = (
+            f"INSERT INTO {table.name} ({names}) SELECT {', '.join(selected)} "
+            f"FROM unnest({', '.join(arrays)}) AS u({names}){conflict}"
+        )
+    return _insert_statements[key]
+
+
 def save_book(connection: Connection, book: Book, cipher: MetadataCipher) -> None:
     """Write everything a Book changed, in a handful of multi-row statements."""
     new = [book.transfers[i] for i in sorted(book.new_transfers)]
     changed = [book.transfers[i] for i in sorted(book.changed_transfers - book.new_transfers)]
     if new:
-        connection.execute(
-            t.transfers.insert(),
+        insert_rows(
+            connection,
+            t.transfers,
             [
                 {
                     "id": x.id,
@@ -306,7 +362,7 @@ def save_book(connection: Connection, book: Book, cipher: MetadataCipher) -> Non
             for a in sorted(x.account_ids())
         ]
         if links:
-            connection.execute(t.account_transfers.insert(), links)
+            insert_rows(connection, t.account_transfers, links)
     if changed:
         connection.execute(
             sa.text(
@@ -325,8 +381,9 @@ def save_book(connection: Connection, book: Book, cipher: MetadataCipher) -> Non
         )
     _save_holds(connection, book)
     if book.entries:
-        connection.execute(
-            t.ledger_entries.insert(),
+        insert_rows(
+            connection,
+            t.ledger_entries,
             [
                 {
                     "id": e.id,
@@ -341,8 +398,9 @@ def save_book(connection: Connection, book: Book, cipher: MetadataCipher) -> Non
                 for e in book.entries
             ],
         )
-        connection.execute(
-            t.ledger_unsequenced.insert(),
+        insert_rows(
+            connection,
+            t.ledger_unsequenced,
             [{"entry_id": e.id, "posted_at": e.posted_at} for e in book.entries],
         )
     save_accounts(connection, [book.accounts[i] for i in sorted(book.changed_accounts)], book.now)
@@ -373,7 +431,7 @@ def _save_holds(connection: Connection, book: Book) -> None:
             for (account_id, direction), amount in per_account.items()
         )
     if rows:
-        connection.execute(t.holds.insert(), rows)
+        insert_rows(connection, t.holds, rows)
 
 
 def owned_account_ids(connection: Connection, owner: str) -> list[UUID]:
