@@ -136,7 +136,7 @@ def pgbench(dev: Dev, clients: int, seconds: int) -> float:
 
 
 def run_load(
-    dev: Dev,
+    base_url: str,
     token: str,
     clients: int,
     seconds: float,
@@ -154,7 +154,7 @@ def run_load(
     deadline = time.perf_counter() + seconds
 
     def worker(index: int) -> None:
-        client = Client(dev.base_url, token)
+        client = Client(base_url, token)
         local_r: list[float] = []
         local_c: list[float] = []
         n = fails = 0
@@ -209,7 +209,7 @@ def run_load(
 
 
 def run_batches(
-    dev: Dev,
+    base_url: str,
     token: str,
     clients: int,
     seconds: float,
@@ -222,7 +222,7 @@ def run_batches(
     deadline = time.perf_counter() + seconds
 
     def worker(index: int) -> None:
-        client = Client(dev.base_url, token)
+        client = Client(base_url, token)
         n = 0
         while time.perf_counter() < deadline:
             operations = [
@@ -239,7 +239,8 @@ def run_batches(
             ]
             status, body = client.post("/v1/transfers:batch", {"operations": operations})
             assert status == 200, body
-            n += sum(1 for r in body["results"] if r.get("state") == "confirmed")  # type: ignore[union-attr]
+            results: list[dict[str, object]] = body["results"]  # type: ignore[assignment]
+            n += sum(1 for r in results if r.get("state") == "confirmed")
         with lock:
             done[0] += n
 
@@ -271,9 +272,7 @@ def main() -> None:
             {"id": funding, "currency": "EUR", "owner": "bench", "overdraft_limit": None},
         )
         customers = open_accounts(setup, max(args.clients, 8) * 2, funding, 10**12)
-        payees = (
-            open_accounts(setup, 16, funding, 0) if False else open_accounts(setup, 16, funding, 1)
-        )
+        payees = open_accounts(setup, 16, funding, 1)
         hot = str(uuid.uuid4())
         setup.post(
             "/v1/accounts",
@@ -290,29 +289,32 @@ def main() -> None:
         def line(name: str, per_s: float, extra: str = "") -> None:
             print(f"{name:<44} {per_s:9.1f} /s  {per_s / baseline:5.2f} x baseline  {extra}")
 
-        spread = run_load(dev, token, args.clients, seconds, customers, payees)
-        line(
-            "reserve+confirm over HTTP, spread accounts",
-            spread["per_s"],
-            f"reserve p50 {spread['reserve_p50']:.1f} ms p99 {spread['reserve_p99']:.1f} ms; "
-            f"confirm p50 {spread['confirm_p50']:.1f} ms p99 {spread['confirm_p99']:.1f} ms; "
-            f"failures {spread['failures']:.0f}",
-        )
-        hot_run = run_load(dev, token, args.clients, seconds, [hot], payees)
-        line(
-            "reserve+confirm over HTTP, one hot account",
-            hot_run["per_s"],
-            f"{hot_run['per_s'] / spread['per_s']:.2f} x spread; reserve p99 "
-            f"{hot_run['reserve_p99']:.1f} ms; failures {hot_run['failures']:.0f}",
-        )
-        eight = run_load(dev, token, 8, seconds, customers, payees, confirm=False)
-        line(
-            "reserve only, 8 clients",
-            eight["per_s"],
-            f"reserve p50 {eight['reserve_p50']:.1f} ms p99 {eight['reserve_p99']:.1f} ms",
-        )
-        batch = run_batches(dev, token, 4, seconds, customers, payees, 500)
-        line("immediate transfers via batch (4 x 500)", batch)
+        gateway, direct = dev.base_url, dev.functions["transfers"]
+        for route, url in (("via the dev gateway", gateway), ("direct to the function", direct)):
+            print(f"-- {route} ({url})")
+            spread = run_load(url, token, args.clients, seconds, customers, payees)
+            line(
+                "reserve+confirm over HTTP, spread accounts",
+                spread["per_s"],
+                f"reserve p50 {spread['reserve_p50']:.1f} ms p99 {spread['reserve_p99']:.1f} ms;"
+                f" confirm p50 {spread['confirm_p50']:.1f} ms p99 {spread['confirm_p99']:.1f} ms;"
+                f" failures {spread['failures']:.0f}",
+            )
+            hot_run = run_load(url, token, args.clients, seconds, [hot], payees)
+            line(
+                "reserve+confirm over HTTP, one hot account",
+                hot_run["per_s"],
+                f"{hot_run['per_s'] / spread['per_s']:.2f} x spread; reserve p99 "
+                f"{hot_run['reserve_p99']:.1f} ms; failures {hot_run['failures']:.0f}",
+            )
+            eight = run_load(url, token, 8, seconds, customers, payees, confirm=False)
+            line(
+                "reserve only, 8 clients",
+                eight["per_s"],
+                f"reserve p50 {eight['reserve_p50']:.1f} ms p99 {eight['reserve_p99']:.1f} ms",
+            )
+            batch = run_batches(url, token, 4, seconds, customers, payees, 500)
+            line("immediate transfers via batch (4 x 500)", batch)
     finally:
         stop_dev(dev)
 

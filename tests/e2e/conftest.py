@@ -37,6 +37,7 @@ class Dev:
     home: Path
     env: dict[str, str]
     output: list[str] = field(default_factory=list)
+    functions: dict[str, str] = field(default_factory=dict)  # name -> its own URL
 
     def drain(self) -> None:
         assert self.process.stdout is not None
@@ -80,14 +81,18 @@ def start_dev(home: Path, extra_env: dict[str, str] | None = None) -> Dev:
     assert process.stdout is not None
     deadline = time.monotonic() + 90
     lines = []
+    functions: dict[str, str] = {}
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
             break
         lines.append(line)
+        if " function at " in line:
+            name, _, _, url = line.split()
+            functions[name] = url
         if "Holdfast is running at" in line:
             base_url = line.rsplit(" ", 1)[-1].strip()
-            dev = Dev(process, base_url, home, env, output=lines)
+            dev = Dev(process, base_url, home, env, output=lines, functions=functions)
             # Keep reading: a full pipe would block every process that writes to it.
             threading.Thread(target=dev.drain, daemon=True).start()
             return dev

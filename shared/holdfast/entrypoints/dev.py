@@ -202,6 +202,8 @@ def run(port: int, settings: Settings) -> None:
             ),
             background=(relay_job(relay_db, sink),),
         )
+        for name, upstream in upstreams.items():
+            print(f"  {name} function at {upstream}", flush=True)
         print(f"Holdfast is running at http://127.0.0.1:{port}", flush=True)
         server = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
