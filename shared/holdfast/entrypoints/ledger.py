@@ -19,7 +19,6 @@ from cloudevents.http import CloudEvent
 from werkzeug.wrappers import Request, Response
 
 from holdfast.adapters.signing import Ed25519Signer, load_signer, public_pem
-from holdfast.domain import ledger
 from holdfast.entrypoints import pages
 from holdfast.entrypoints.runtime import Runtime
 from holdfast.entrypoints.web import (
@@ -262,4 +261,4 @@ api = LedgerApi(
     events={"dev.knative.sources.ping": on_tick},
 )
 
-__all__ = ["api", "ledger", "signer"]
+__all__ = ["api", "signer"]
