@@ -6,8 +6,9 @@ that the real manifests pass and that a broken sample is caught with the right m
 - events: every Trigger's type is handled by its subscriber's `events` table, every handled
   type reaches its function (a Trigger, or a PingSource for the timer type), and every
   PingSource's function handles the ping type;
-- environment: every variable the code reads is set on every function Service (K_SINK by a
-  SinkBinding), or is in docs/deploy.md's configuration table with a default;
+- environment: every variable the code reads is set on every workload (the function
+  Services and the relay Deployment; K_SINK by a SinkBinding), or is in docs/deploy.md's
+  configuration table with a default;
 - concurrency: the thread count functions-framework's gunicorn will run, given the image's
   and the manifest's environment, equals containerConcurrency.
 """
@@ -24,6 +25,7 @@ Document = dict[str, Any]
 PING_TYPE = "dev.knative.sources.ping"
 ENV_NAME = re.compile(r"^(HOLDFAST|K|OTEL)_[A-Z0-9_]+$")
 FUNCTIONS = ("accounts", "transfers", "ledger")
+DEPLOYMENTS = ("relay",)
 
 
 def of_kind(documents: Iterable[Document], kind: str) -> list[Document]:
@@ -33,6 +35,15 @@ def of_kind(documents: Iterable[Document], kind: str) -> list[Document]:
 def function_services(documents: Iterable[Document]) -> dict[str, Document]:
     services = {d["metadata"]["name"]: d for d in of_kind(documents, "Service")}
     return {name: services[name] for name in FUNCTIONS if name in services}
+
+
+def workloads(documents: Iterable[Document]) -> dict[str, Document]:
+    """The function Services and the relay Deployment, by name."""
+    listed = list(documents)
+    deployments = {d["metadata"]["name"]: d for d in of_kind(listed, "Deployment")}
+    found = function_services(listed)
+    found.update({name: deployments[name] for name in DEPLOYMENTS if name in deployments})
+    return found
 
 
 def container(service: Document) -> dict[str, Any]:
@@ -120,7 +131,7 @@ def _is_environ(node: ast.expr) -> bool:
 
 
 def env_set(service: Document, documents: list[Document]) -> set[str]:
-    """Names a Service's container gets: its env list, plus K_SINK from a SinkBinding."""
+    """Names a workload's container gets: its env list, plus K_SINK from a SinkBinding."""
     names = {e["name"] for e in container(service).get("env", [])}
     for binding in of_kind(documents, "SinkBinding"):
         if binds(binding, service):
@@ -130,7 +141,7 @@ def env_set(service: Document, documents: list[Document]) -> set[str]:
 
 def binds(binding: Document, service: Document) -> bool:
     subject = binding["spec"]["subject"]
-    if (subject.get("apiVersion"), subject.get("kind")) != (service["apiVersion"], "Service"):
+    if (subject.get("apiVersion"), subject.get("kind")) != (service["apiVersion"], service["kind"]):
         return False
     if "name" in subject:
         return bool(subject["name"] == service["metadata"]["name"])
@@ -155,9 +166,9 @@ def env_problems(
     defaults: Mapping[str, str],
     required: Mapping[str, Iterable[str]],
 ) -> list[str]:
-    """`required`: function -> variables it must have set whatever the documentation says."""
+    """`required`: workload -> variables it must have set whatever the documentation says."""
     problems: list[str] = []
-    services = function_services(documents)
+    services = workloads(documents)
     for name in sorted(reads):
         if name not in defaults:
             problems.append(f"{name} is read by the code but not documented in docs/deploy.md")

@@ -4,6 +4,8 @@
    ignore unknown fields, so on their own they miss a misspelt key.
 2. The Knative CRD OpenAPI schemas (../shared/schemas/knative, copied from the Knative
    repositories): types, enums and required fields, as the API server would check them.
+   Built-in kinds (the relay's apps/v1 Deployment) have no CRD: their typed model's JSON
+   Schema stands in (types and required fields of the Kubernetes OpenAPI it was made from).
    Most of those schemas do not forbid unknown fields either (nor does the API server for
    preserve-unknown-fields parts: a typo is silently dropped).
 3. A strict walk: every key of a document must be a field of its typed model, all the way
@@ -30,8 +32,15 @@ KNATIVE = ROOT / "knative"
 SCHEMAS = ROOT.parent / "shared" / "schemas" / "knative"
 Document = dict[str, Any]
 
-# apiVersion/kind -> (cloudcoil model module and class, CRD schema file)
+# apiVersion/kind -> (cloudcoil model module and class, CRD schema file or "" for a built-in
+# kind, whose model's JSON Schema is used instead)
 KINDS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("apps/v1", "Deployment"): ("cloudcoil.models.kubernetes.apps.v1", "Deployment", ""),
+    ("networking.k8s.io/v1", "NetworkPolicy"): (
+        "cloudcoil.models.kubernetes.networking.v1",
+        "NetworkPolicy",
+        "",
+    ),
     ("serving.knative.dev/v1", "Service"): (
         "cloudcoil.models.knative_serving.serving.v1",
         "Service",
@@ -104,6 +113,8 @@ def validate_typed(document: Document) -> pydantic.BaseModel:
 
 def crd_schema(document: Document) -> dict[str, Any]:
     _, _, schema_file = KINDS[key_of(document)]
+    if not schema_file:
+        return model_of(document).model_json_schema(by_alias=True)
     crd = yaml.safe_load((SCHEMAS / schema_file).read_text())
     version = str(document["apiVersion"]).rsplit("/", 1)[-1]
     for entry in crd["spec"]["versions"]:
@@ -115,7 +126,11 @@ def crd_schema(document: Document) -> dict[str, Any]:
 
 def schema_errors(document: Document) -> list[str]:
     """Every way the document breaks its CRD's OpenAPI schema (empty when it conforms)."""
-    validator = jsonschema.Draft7Validator(crd_schema(document))
+    schema = crd_schema(document)
+    built_in = not KINDS[key_of(document)][2]
+    validator = (jsonschema.Draft202012Validator if built_in else jsonschema.Draft7Validator)(
+        schema
+    )
     return [
         f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
         for error in validator.iter_errors(document)

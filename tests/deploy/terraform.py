@@ -94,6 +94,20 @@ def kubernetes_object_names(path: Path) -> dict[str, set[str]]:
     return names
 
 
+def secret_data_keys(path: Path) -> dict[str, set[str]]:
+    """Secret name -> the keys of `data` of each kubernetes_secret_v1 in a folder."""
+    found: dict[str, set[str]] = {}
+    for tf in sorted(path.glob("*.tf")):
+        for entry in parse(tf).get("resource", []):
+            for instance in entry.get(
+                '"kubernetes_secret_v1"', entry.get("kubernetes_secret_v1", {})
+            ).values():
+                name = unquote(instance["metadata"][0]["name"])
+                data = instance.get("data", {})
+                found[name] = {str(unquote(k)) for k in data if not k.startswith("__")}
+    return found
+
+
 def module_folders() -> list[Path]:
     return sorted({p.parent for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts})
 

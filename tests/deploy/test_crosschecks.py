@@ -34,16 +34,24 @@ REQUIRED: dict[str, set[str]] = {
         "HOLDFAST_JWKS_FILE",
         "HOLDFAST_JWT_ISSUER",
         "HOLDFAST_JWT_AUDIENCE",
-        "K_SINK",
     }
     for name in x.FUNCTIONS
 }
+# The relay publishes the outbox: the Broker's address comes from the SinkBinding.
+REQUIRED["relay"] = {"HOLDFAST_DATABASE_URL", "K_SINK"}
 REQUIRED["ledger"] |= {"HOLDFAST_LEDGER_SIGNING_KEY_FILE"}
 # Personal data at rest: without the key file each pod would seal with a key of its own.
 REQUIRED["accounts"] |= {"HOLDFAST_METADATA_KEYS_FILE"}
 REQUIRED["transfers"] |= {"HOLDFAST_METADATA_KEYS_FILE"}
 # Variables that must never reach a cluster.
 FORBIDDEN = {"HOLDFAST_FAULT_SERIALIZATION_RATE", "HOLDFAST_PROJECT_DIR"}
+# Each workload logs in as its own database user: its own key of the holdfast-database Secret.
+DATABASE_KEYS = {
+    "accounts": "accounts",
+    "transfers": "transfers",
+    "ledger": "ledger",
+    "relay": "relay",
+}
 
 
 def rendered(overlay: str) -> list[dict[str, Any]]:
@@ -140,7 +148,7 @@ def test_every_variable_the_code_reads_is_set_or_has_a_documented_default(overla
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_test_only_variable_reaches_a_cluster(overlay: str) -> None:
-    for name, service in x.function_services(rendered(overlay)).items():
+    for name, service in x.workloads(rendered(overlay)).items():
         assert not (x.env_set(service, rendered(overlay)) & FORBIDDEN), name
 
 
@@ -166,29 +174,81 @@ def test_a_required_variable_missing_from_a_manifest_is_reported() -> None:
 
 def test_k_sink_comes_only_from_a_matching_sinkbinding() -> None:
     documents = rendered("prod")
-    service = x.function_services(documents)["accounts"]
-    assert "K_SINK" in x.env_set(service, documents)
-    del service["metadata"]["labels"]["holdfast.dev/emits-events"]
-    assert "K_SINK" not in x.env_set(service, documents)
+    relay = x.workloads(documents)["relay"]
+    assert "K_SINK" in x.env_set(relay, documents)
+    assert "K_SINK" not in x.env_set(x.function_services(documents)["accounts"], documents)
+    del relay["metadata"]["labels"]["holdfast.dev/relays-outbox"]
+    assert "K_SINK" not in x.env_set(relay, documents)
+
+
+def test_the_relay_runs_two_replicas_of_holdfast_relay_from_the_functions_image() -> None:
+    for overlay in OVERLAYS:
+        documents = rendered(overlay)
+        relay = x.workloads(documents)["relay"]
+        assert relay["spec"]["replicas"] == 2
+        assert x.container(relay)["command"] == ["holdfast", "relay"]
+        images = {x.container(s)["image"] for s in x.function_services(documents).values()}
+        assert images == {x.container(relay)["image"]}, overlay
+        selector = relay["spec"]["selector"]["matchLabels"]
+        labels = relay["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+
+
+def test_the_relay_command_exists_and_takes_its_sink_from_k_sink() -> None:
+    from holdfast.entrypoints.cli import main
+
+    command = main.commands["relay"]
+    sink = next(p for p in command.params if p.name == "sink")
+    assert sink.envvar == "K_SINK" and sink.required
+
+
+def secret_keys_read(workload: dict[str, Any]) -> dict[str, set[str]]:
+    """Secret name -> keys a workload reads (env secretKeyRef and secret volume items)."""
+    read: dict[str, set[str]] = {}
+    for entry in x.container(workload).get("env", []):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            read.setdefault(ref["name"], set()).add(ref["key"])
+    for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+        secret = volume.get("secret")
+        if secret:
+            keys = {item["key"] for item in secret.get("items", [])}
+            read.setdefault(secret["secretName"], set()).update(keys)
+    return read
 
 
 def test_secret_and_config_references_are_created_by_terraform() -> None:
-    """Every Secret and ConfigMap a function reads is one infra/terraform/modules/app makes."""
-    made = terraform.kubernetes_object_names(ROOT / "infra" / "terraform" / "modules" / "app")
-    secrets, config_maps = made["kubernetes_secret_v1"], made["kubernetes_config_map_v1"]
-    for service in x.function_services(rendered("prod")).values():
-        spec = service["spec"]["template"]["spec"]
-        assert {v["secret"]["secretName"] for v in spec.get("volumes", [])} <= secrets
-        for entry in x.container(service).get("env", []):
+    """Every Secret key and ConfigMap a workload reads is one infra/terraform/modules/app
+    makes."""
+    app = ROOT / "infra" / "terraform" / "modules" / "app"
+    made = terraform.kubernetes_object_names(app)
+    data = terraform.secret_data_keys(app)
+    config_maps = made["kubernetes_config_map_v1"]
+    for name, workload in x.workloads(rendered("prod")).items():
+        for secret, keys in secret_keys_read(workload).items():
+            assert secret in data, (name, secret)
+            assert keys <= data[secret], (name, secret, keys - data[secret])
+        for entry in x.container(workload).get("env", []):
             source = entry.get("valueFrom", {})
-            if "secretKeyRef" in source:
-                assert source["secretKeyRef"]["name"] in secrets, entry
             if "configMapKeyRef" in source:
                 assert source["configMapKeyRef"]["name"] in config_maps, entry
 
 
-def test_no_function_can_read_the_schema_owners_url() -> None:
-    for name, service in x.function_services(rendered("prod")).items():
+def test_each_workload_logs_in_with_its_own_database_key() -> None:
+    for overlay in OVERLAYS:
+        for name, workload in x.workloads(rendered(overlay)).items():
+            assert secret_keys_read(workload)["holdfast-database"] == {DATABASE_KEYS[name]}
+
+
+def test_a_secret_key_terraform_does_not_write_is_caught() -> None:
+    relay = x.workloads(rendered("prod"))["relay"]
+    x.container(relay)["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "url2"
+    data = terraform.secret_data_keys(ROOT / "infra" / "terraform" / "modules" / "app")
+    assert not secret_keys_read(relay)["holdfast-database"] <= data["holdfast-database"]
+
+
+def test_no_workload_can_read_the_schema_owners_url() -> None:
+    for name, service in x.workloads(rendered("prod")).items():
         assert "holdfast-migration" not in str(service), name
 
 

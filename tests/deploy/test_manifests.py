@@ -90,6 +90,16 @@ def test_strict_walk_rejects_misspelt_and_misplaced_fields() -> None:
     ]
 
 
+def test_the_relay_deployment_schema_rejects_a_wrong_type_and_a_missing_selector() -> None:
+    relay = copy.deepcopy(next(d for d in base_documents() if d["kind"] == "Deployment"))
+    assert m.schema_errors(relay) == []
+    relay["spec"]["replicas"] = "two"
+    del relay["spec"]["selector"]
+    assert m.schema_errors(relay) != []
+    with pytest.raises(pydantic.ValidationError):
+        m.validate_typed(relay)
+
+
 @needs_schemas
 def test_crd_schema_rejects_wrong_types_and_missing_required_fields() -> None:
     broken = a_service()
@@ -102,7 +112,7 @@ def test_crd_schema_rejects_wrong_types_and_missing_required_fields() -> None:
 
 def test_an_unknown_kind_is_reported() -> None:
     with pytest.raises(m.ManifestError, match="unexpected kind"):
-        m.validate_typed({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}})
+        m.validate_typed({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {}})
 
 
 def test_holdfast_dev_still_loads_the_base_triggers() -> None:

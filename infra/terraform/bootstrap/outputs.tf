@@ -14,6 +14,12 @@ output "database_url" {
   sensitive   = true
 }
 
+output "function_database_urls" {
+  description = "Each function's database URL for ../deploy: `terraform output -json function_database_urls`."
+  value       = module.cockroach.function_database_urls
+  sensitive   = true
+}
+
 output "migration_database_url" {
   description = "The schema owner's URL for ../deploy's migration job: `terraform output -raw migration_database_url`."
   value       = module.cockroach.migration_database_url

@@ -51,13 +51,24 @@ variable "manifests_file" {
 }
 
 variable "database_url" {
-  description = "HOLDFAST_DATABASE_URL: export TF_VAR_database_url from the bootstrap state's output."
+  description = "The shared login of releases before migration 0005 (expand/contract): export TF_VAR_database_url from the bootstrap state's output."
   type        = string
   sensitive   = true
 
   validation {
     condition     = can(regex("^(cockroachdb|postgresql|postgres)://", var.database_url))
     error_message = "database_url must start with cockroachdb://, postgresql:// or postgres://."
+  }
+}
+
+variable "function_database_urls" {
+  description = "Each function's own database URL (accounts, transfers, ledger, relay): export TF_VAR_function_database_urls from the bootstrap state's `function_database_urls` output (-json)."
+  type        = map(string)
+  sensitive   = true
+
+  validation {
+    condition     = toset(keys(var.function_database_urls)) == toset(["accounts", "transfers", "ledger", "relay"])
+    error_message = "function_database_urls must have exactly the keys accounts, transfers, ledger and relay."
   }
 }
 

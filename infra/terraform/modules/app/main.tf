@@ -4,12 +4,17 @@
 locals {
   documents = provider::kubernetes::manifest_decode_multi(file(var.manifests_file))
   manifests = { for d in local.documents : "${d.kind}/${d.metadata.name}" => d }
-  # The functions' images, to check they are the image the migration ran.
+  # The functions' and the relay's images, to check they are the image the migration ran.
+  workloads = [
+    for d in local.documents : d
+    if(d.kind == "Service" && try(d.metadata.labels["holdfast.dev/emits-events"], "") == "true")
+    || (d.kind == "Deployment" && try(d.metadata.labels["holdfast.dev/relays-outbox"], "") == "true")
+  ]
   function_images = flatten([
-    for d in local.documents : [
-      for c in d.spec.template.spec.containers : c.image
-    ] if d.kind == "Service" && try(d.metadata.labels["holdfast.dev/emits-events"], "") == "true"
+    for d in local.workloads : [for c in d.spec.template.spec.containers : c.image]
   ])
+  # One login per function (migration 0005's roles); the Job reads each URL from its key.
+  functions = ["accounts", "transfers", "ledger", "relay"]
   labels = {
     "app.kubernetes.io/part-of"    = "holdfast"
     "app.kubernetes.io/managed-by" = "terraform"
@@ -31,8 +36,14 @@ resource "kubernetes_secret_v1" "database" {
     labels    = local.labels
   }
   type = "Opaque"
+  # One key per function, each its own login with only its own role (migration 0005); `url`
+  # is the shared login of releases before 0005, kept until the contract release.
   data = {
-    url = var.database_url
+    url       = var.database_url
+    accounts  = var.function_database_urls["accounts"]
+    transfers = var.function_database_urls["transfers"]
+    ledger    = var.function_database_urls["ledger"]
+    relay     = var.function_database_urls["relay"]
   }
 }
 
@@ -108,8 +119,10 @@ resource "kubernetes_config_map_v1" "grant_script" {
 }
 
 # The schema migration runs once per image, before any Knative revision of that image: as the
-# schema's owner, `holdfast migrate`, then grant_app_user.py gives the functions' login the
-# holdfast_functions role and nothing more (the ledger's history stays append-only for it).
+# schema's owner, `holdfast migrate`, then grant_app_user.py gives each function's login its
+# own role (accounts, transfers, ledger, relay: migration 0005) and nothing more, and the
+# shared login of older releases the holdfast_functions role (the ledger's history stays
+# append-only for every one of them).
 resource "kubernetes_job_v1" "migrate" {
   metadata {
     # One job per image and script: a new release (or a changed script) runs it again.
@@ -200,6 +213,19 @@ resource "kubernetes_job_v1" "migrate" {
               secret_key_ref {
                 name = kubernetes_secret_v1.database.metadata[0].name
                 key  = "url"
+              }
+            }
+          }
+
+          dynamic "env" {
+            for_each = toset(local.functions)
+            content {
+              name = "HOLDFAST_DATABASE_URL_${upper(env.value)}"
+              value_from {
+                secret_key_ref {
+                  name = kubernetes_secret_v1.database.metadata[0].name
+                  key  = env.value
+                }
               }
             }
           }

@@ -29,8 +29,23 @@ variable "manifests_file" {
   }
 }
 
+variable "function_database_urls" {
+  description = "Each function's own HOLDFAST_DATABASE_URL (accounts, transfers, ledger, relay: one login each, made by the migration job with only that function's role); the bootstrap state's `function_database_urls` output."
+  type        = map(string)
+  sensitive   = true
+
+  validation {
+    condition = (
+      toset(keys(var.function_database_urls)) == toset(["accounts", "transfers", "ledger", "relay"]) &&
+      alltrue([for url in values(var.function_database_urls) : can(regex("^(cockroachdb|postgresql|postgres)://", url))]) &&
+      length(distinct(values(var.function_database_urls))) == 4
+    )
+    error_message = "function_database_urls must map accounts, transfers, ledger and relay each to a distinct cockroachdb:// or postgresql:// URL."
+  }
+}
+
 variable "database_url" {
-  description = "The functions' HOLDFAST_DATABASE_URL (their own login, which the migration job creates); the bootstrap state's `database_url` output."
+  description = "The shared functions' login of releases before migration 0005 (holdfast_functions role), kept while their revisions may start (expand/contract); the bootstrap state's `database_url` output."
   type        = string
   sensitive   = true
 

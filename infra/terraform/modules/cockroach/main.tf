@@ -2,6 +2,7 @@
 # SQL user with a generated password, managed backups, and delete protection in prod.
 
 locals {
+  functions         = ["accounts", "transfers", "ledger", "relay"]
   dedicated         = var.plan == "ADVANCED"
   delete_protection = var.environment == "prod" ? true : var.delete_protection
 }
@@ -13,6 +14,14 @@ resource "random_password" "owner" {
 }
 
 resource "random_password" "functions" {
+  length  = 40
+  special = false
+}
+
+# One login per function (migration 0005: a role each, only the tables it touches).
+resource "random_password" "function" {
+  for_each = toset(local.functions)
+
   length  = 40
   special = false
 }
@@ -101,4 +110,14 @@ locals {
     cockroach_database.holdfast.name,
     "holdfast",
   )
+  function_database_urls = {
+    for function in local.functions : function => format(
+      local.url_template,
+      "holdfast_${function}_login",
+      random_password.function[function].result,
+      local.sql_host,
+      cockroach_database.holdfast.name,
+      "holdfast-${function}",
+    )
+  }
 }

@@ -24,6 +24,12 @@ output "database_url" {
   sensitive   = true
 }
 
+output "function_database_urls" {
+  description = "Each function's HOLDFAST_DATABASE_URL (accounts, transfers, ledger, relay): a login of its own that the migration job creates with only that function's role."
+  value       = local.function_database_urls
+  sensitive   = true
+}
+
 output "migration_database_url" {
   description = "URL the migration job connects with, as the schema's owner (contains its password)."
   value       = local.migration_database_url
