@@ -190,6 +190,14 @@ def insert_sealed(connection: Connection, sealed: Sealed) -> None:
     )
 
 
+def queue_state(connection: Connection) -> tuple[int, datetime | None]:
+    """How many entries wait to be sealed, and the posted_at of the oldest."""
+    row = connection.execute(
+        sa.text("SELECT count(*) AS n, min(posted_at) AS oldest FROM ledger_unsequenced")
+    ).one()
+    return int(row.n), row.oldest
+
+
 def record_key(connection: Connection, key_id: str, public_pem: str, at: datetime) -> None:
     connection.execute(
         sa.text(

@@ -244,6 +244,7 @@ class LedgerApi(Api):
 def on_tick(runtime: Runtime, event: CloudEvent) -> EventReply:
     """The PingSource's tick: seal what is queued (bounded: a few checkpoints at most)."""
     service.seal_pending(runtime.db, signer(runtime))
+    service.measure_queue(runtime.db)
     return EventReply()
 
 

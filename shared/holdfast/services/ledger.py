@@ -19,7 +19,7 @@ from uuid import UUID
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from holdfast import limits
+from holdfast import limits, telemetry
 from holdfast.adapters import ledger as repo
 from holdfast.adapters import outbox, repository
 from holdfast.adapters.database import Database
@@ -81,7 +81,22 @@ def seal_pending(
         if checkpoint is None:
             break
         sealed.append(checkpoint)
+        telemetry.instruments().ledger_sealed.add(checkpoint.entry_count)
     return sealed
+
+
+def measure_queue(db: Database) -> int:
+    """Export how many entries wait to be sealed and how long the oldest has waited."""
+
+    def work(connection: Connection) -> tuple[int, float]:
+        count, oldest = repo.queue_state(connection)
+        lag = (repository.now(connection) - oldest).total_seconds() if oldest else 0.0
+        return count, max(lag, 0.0)
+
+    count, lag = _read(db, work)
+    telemetry.instruments().ledger_unsealed.set(count)
+    telemetry.instruments().ledger_sealing_lag.set(lag)
+    return int(count)
 
 
 def checkpoint_event(checkpoint: ledger.Checkpoint) -> outbox.OutboundEvent:
@@ -321,6 +336,8 @@ def check(db: Database, keyring: ledger.Keyring, first: int | None = None) -> Ch
     except ledger.TamperDetected as error:
         report.findings.insert(0, str(error))
     _check_tables(db, report)
+    if report.findings:
+        telemetry.instruments().ledger_verification_failures.add(1)
     return report
 
 

@@ -168,3 +168,11 @@ def test_transfers_of_one_transaction_are_cut_between_transfers(db, signer):
     checkpoints = assert_sealed_exactly_once(db)
     assert len(checkpoints) > 5
     assert all(7 <= cp.entry_count <= 7 + 5 for cp in checkpoints[:-1])  # legs: 1 to 3
+
+
+def test_the_queue_is_measured_for_the_sealing_lag_gauges(db, signer):
+    a, b = support.open_accounts(db, 2)
+    support.pay(db, [support.reserve([(a, b, 1), (b, a, 2)])])
+    assert service.measure_queue(db) == 4
+    service.seal_pending(db, signer)
+    assert service.measure_queue(db) == 0
