@@ -189,6 +189,9 @@ def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
         "holds",
         "ledger_entries",
         "ledger_unsequenced",
+        "ledger_sequence",
+        "ledger_checkpoints",
+        "ledger_keys",
         "outbox",
         "inbox",
     ]

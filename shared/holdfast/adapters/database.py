@@ -39,7 +39,17 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 # Inserts keyed by a client's id: losing this race means "re-read and decide again".
-IDEMPOTENCY_KEYS = frozenset({"accounts_pkey", "transfers_pkey", "inbox_pkey"})
+IDEMPOTENCY_KEYS = frozenset(
+    {
+        "accounts_pkey",
+        "transfers_pkey",
+        "inbox_pkey",
+        # Two sealers racing for the same checkpoint: the loser re-reads and seals what is left.
+        "ledger_checkpoints_pkey",
+        "ledger_sequence_pkey",
+        "ledger_sequence_entry_id_key",
+    }
+)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -15,6 +15,7 @@ from holdfast.adapters.crypto import MetadataCipher, write_key_file
 from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
 from holdfast.adapters.tokens import SCOPES, DevIssuer
 from holdfast.config import Settings
+from holdfast.entrypoints.audit import audit
 from holdfast.entrypoints.runtime import metadata_cipher
 from holdfast.services.keys import rotate_metadata_keys
 
@@ -142,4 +143,4 @@ def keys_rotate() -> None:
     click.echo(f"re-sealed with key {db.cipher.active}: {summary}")
 
 
-main.add_command(__import__("holdfast.entrypoints.audit", fromlist=["audit"]).audit)
+main.add_command(audit)
