@@ -217,3 +217,32 @@ def test_checkov_reports_a_failing_sample_and_honours_a_reasoned_waiver(
     assert [(f.check_id, f.suppress_comment) for f in sample.skipped] == [
         ("CKV_K8S_21", "a sample waiver")
     ]
+
+
+# --- backups and per-function logins --------------------------------------------------------
+
+
+def test_managed_backups_are_on_and_our_own_schedule_keeps_revision_history() -> None:
+    module = t.Module.load(t.TERRAFORM / "modules" / "cockroach")
+    assert "backup_config = {\n    enabled           = true" in module.text
+    assert {"backup_frequency_minutes", "backup_retention_days"} <= set(module.variables)
+    schedule = (ROOT / "infra" / "cockroach" / "backup_schedule.sql").read_text()
+    statement = " ".join(line for line in schedule.splitlines() if not line.startswith("--"))
+    assert "CREATE SCHEDULE IF NOT EXISTS holdfast_backup FOR BACKUP DATABASE holdfast" in (
+        " ".join(statement.split())
+    )
+    assert "WITH revision_history" in statement
+    assert "RECURRING '*/15 * * * *'" in statement and "FULL BACKUP '@daily'" in statement
+
+
+def test_every_function_gets_a_login_of_its_own_from_bootstrap_to_the_job() -> None:
+    functions = '["accounts", "transfers", "ledger", "relay"]'
+    cockroach = t.Module.load(t.TERRAFORM / "modules" / "cockroach")
+    assert f"functions         = {functions}" in cockroach.text
+    assert cockroach.outputs["function_database_urls"].get("sensitive") is True
+    app = t.Module.load(t.TERRAFORM / "modules" / "app")
+    assert app.variables["function_database_urls"].get("sensitive") is True
+    assert f"functions = {functions}" in app.text
+    assert 'name = "HOLDFAST_DATABASE_URL_${upper(env.value)}"' in app.text
+    deploy = t.Module.load(t.TERRAFORM / "deploy")
+    assert deploy.module_calls["app"]["function_database_urls"] == "${var.function_database_urls}"
