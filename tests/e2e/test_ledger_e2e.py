@@ -1,0 +1,76 @@
+"""The auditor's path end to end: `holdfast dev` seals on its own, the export verifies offline
+with the served public key, and a changed line is caught."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import HOLDFAST, Dev
+
+pytestmark = pytest.mark.e2e
+OPERATOR = "accounts:read accounts:write transfers:read transfers:write operator"
+
+
+def test_dev_seals_and_the_export_verifies_offline(dev: Dev, tmp_path: Path) -> None:
+    ops, auditor = dev.client("ops", OPERATOR), dev.client("auditor", "ledger:read")
+    funding, wallet = str(uuid.uuid4()), str(uuid.uuid4())
+    ops.post(
+        "/v1/accounts",
+        json={"id": funding, "currency": "EUR", "owner": "bank", "overdraft_limit": None},
+    )
+    ops.post("/v1/accounts", json={"id": wallet, "currency": "EUR", "owner": "alice"})
+    transfer_ids = []
+    for amount in (100, 250, 75):
+        transfer_id = str(uuid.uuid4())
+        response = ops.post(
+            "/v1/transfers",
+            json={
+                "id": transfer_id,
+                "debit_account_id": funding,
+                "credit_account_id": wallet,
+                "amount": amount,
+                "currency": "EUR",
+                "immediate": True,
+            },
+        )
+        assert response.status_code == 201
+        transfer_ids.append(transfer_id)
+    deadline = time.monotonic() + 20  # the 1 s sealing tick covers them
+    sealed: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        sealed = auditor.get("/v1/ledger/entries", params={"account_id": wallet}).json()["entries"]
+        if len(sealed) == 3:
+            break
+        time.sleep(0.2)
+    assert sorted(e["transfer_id"] for e in sealed) == sorted(transfer_ids)
+    assert auditor.get("/v1/ledger/checkpoints/latest").status_code == 200
+    export = tmp_path / "ledger.jsonl"
+    export.write_bytes(auditor.get("/v1/ledger/export").content)
+    key = tmp_path / "ledger.pem"
+    key.write_text(auditor.get("/v1/ledger/public-key").json()["public_key"])
+    verified = subprocess.run(
+        [str(HOLDFAST), "audit", "verify", str(export), "--public-key", str(key)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    lines = export.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if json.loads(line).get("amount") == 250)
+    lines[index] = lines[index].replace('"amount":250', '"amount":2500')
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text("\n".join(lines) + "\n")
+    caught = subprocess.run(
+        [str(HOLDFAST), "audit", "verify", str(forged), "--public-key", str(key)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert caught.returncode == 1
+    assert f"line {index + 1}" in caught.stdout + caught.stderr
