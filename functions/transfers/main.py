@@ -5,10 +5,16 @@ Only adapts: every route, parse and error mapping is in holdfast.entrypoints.tra
 
 import functions_framework
 from flask import Request, Response
+from werkzeug.exceptions import HTTPException
 
 from holdfast.entrypoints.transfers import api
+from holdfast.entrypoints.web import framework_error
 
 
 @functions_framework.http
 def transfers(request: Request) -> Response:
     return api(request)
+
+
+# Answers functions-framework gives before our code runs (paths its URL map cannot match).
+functions_framework.errorhandler(HTTPException)(framework_error)

@@ -10,9 +10,12 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
+
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import SYSTEM
 from holdfast.services import accounts
+from tests.e2e.conftest import free_port
 from tests.integration.events.conftest import Sink
 
 
@@ -22,7 +25,13 @@ def test_the_relay_command_delivers_and_stops_cleanly(db, database_url: str) -> 
         db, OpenAccount(account_id, "EUR", "o", NormalBalance.CREDIT, 0, {}), SYSTEM
     )
     sink = Sink().start()
-    env = {**os.environ, "HOLDFAST_DATABASE_URL": database_url, "K_SINK": sink.url}
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "HOLDFAST_DATABASE_URL": database_url,
+        "K_SINK": sink.url,
+        "HOLDFAST_METRICS_PORT": str(metrics_port),
+    }
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "holdfast"), "relay"],
         env=env,
@@ -37,6 +46,8 @@ def test_the_relay_command_delivers_and_stops_cleanly(db, database_url: str) -> 
         ):
             time.sleep(0.05)
         assert any(r.subject == str(account_id) for r in sink.accepted())
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert "holdfast_outbox_published_total" in scraped
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:

@@ -83,7 +83,7 @@ def requests(world: World) -> dict[tuple[str, str], Callable[[], Request]]:
             "/v1/ledger/checkpoints/latest",
             None,
         ),
-        ("/v1/ledger/checkpoints/<int:number>", "GET"): lambda: (
+        ("/v1/ledger/checkpoints/<int(max=9223372036854775807):number>", "GET"): lambda: (
             "GET",
             "/v1/ledger/checkpoints/1",
             None,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
-
 from tests.conftest import snapshot
 from tests.security.conftest import Http, World, new_id
 
@@ -43,15 +41,6 @@ def test_metadata_is_nowhere_in_the_database_in_clear(http: Http, world: World, 
     assert MARKER.encode().hex() not in stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS: the idempotency check keeps sha256(transfer_id:metadata) in "
-    "transfers.request; the 'salt' is the transfer id, which the same row holds, so anyone "
-    "who reads the database can confirm a guess of low-entropy metadata (a name, an IBAN). "
-    "Fix: make metadata_fingerprint an HMAC-SHA256 under a secret key kept with the "
-    "metadata keys (outside the database), e.g. a 'fingerprint' key in "
-    "HOLDFAST_METADATA_KEYS_FILE that is never rotated, or store its key id with the digest.",
-)
 def test_a_guess_of_transfer_metadata_cannot_be_confirmed_from_the_database(
     http: Http, world: World, db
 ) -> None:

@@ -1,9 +1,7 @@
 """Hostile input at the edge: what the fuzz runs found, pinned as exact cases.
 
-Each `xfail(strict=True)` is a real bug (a 5xx, or the wrong answer to a malformed event)
-with the fix proposed in its reason; when the fix lands the test passes, strict turns that
-into a failure, and the xfail (and the matching KNOWN_BUGS entry of the fuzz run) goes.
-The passing tests here pin the limits that already hold.
+Each case was a real bug the fuzz runs found (a 5xx, or the wrong answer to a malformed
+event); they are fixed, and these tests keep them fixed. The rest pin limits that hold.
 """
 
 from __future__ import annotations
@@ -83,12 +81,6 @@ def test_an_event_over_64_kib_is_400_and_changes_nothing(apis, db, mode: str) ->
 # -- found by the fuzz runs: each a bug with its fix --------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: json.loads raises RecursionError (not ValueError) on deep nesting: 500. "
-    "Fix: web.parse_json also catches RecursionError -> 400 malformed_request; Api._event "
-    "catches RecursionError around from_http (structured mode) -> 400.",
-)
 def test_deeply_nested_json_is_400_not_500(apis, db) -> None:
     before = snapshot(db)
     answers = [
@@ -102,12 +94,6 @@ def test_deeply_nested_json_is_400_not_500(apis, db) -> None:
     assert snapshot(db) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: str.isdigit() is true for '²' and other Unicode digits, then int() raises "
-    "ValueError: 500. Fix: in pages.limit and ledger._count test "
-    "`raw.isascii() and raw.isdigit()` (or re.fullmatch(r'[0-9]{1,18}', raw)).",
-)
 @pytest.mark.parametrize(
     ("name", "path"),
     [
@@ -122,34 +108,17 @@ def test_unicode_digits_in_a_number_are_422_not_500(apis, name: str, path: str) 
     assert apis[name].call("GET", path, **OPS).status_code == 422
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the <int:number> route takes any size; past 2^63-1 PostgreSQL raises "
-    "NumericValueOutOfRange: 500. Fix: Route('/v1/ledger/checkpoints/<int(max=9223372036854775807)"
-    ":number>') (werkzeug then answers 404), or 404 in services.ledger.get_checkpoint.",
-)
 def test_a_checkpoint_number_past_bigint_is_404(apis) -> None:
     answer = apis["ledger"].call("GET", f"/v1/ledger/checkpoints/{2**63}", **OPS)
     assert answer.status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `as_of` near year 1 or 9999 overflows in datetime.astimezone "
-    "(OverflowError): 500. Fix: ledger._time catches OverflowError -> 422, or bounds the "
-    "year (e.g. 1970..9998).",
-)
 @pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00%2B14:00", "9999-12-31T23:59:59-14:00"])
 def test_an_as_of_at_the_edge_of_time_is_422_not_500(apis, as_of: str) -> None:
     answer = apis["ledger"].call("GET", f"/v1/ledger/trial-balance?as_of={as_of}", **OPS)
     assert answer.status_code == 422
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PostgreSQL text cannot hold NUL; owner 'a\\x00b' reaches the INSERT: 500. "
-    "Fix: AccountIn.owner refuses control characters (pattern r'^[^\\x00-\\x1f\\x7f]+$').",
-)
 def test_nul_in_owner_is_422_not_500(apis, db) -> None:
     before = snapshot(db)
     body = {"id": str(uuid.uuid4()), "currency": "EUR", "owner": "a\x00b"}
@@ -157,24 +126,11 @@ def test_nul_in_owner_is_422_not_500(apis, db) -> None:
     assert snapshot(db) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a validly signed token whose sub holds NUL reaches a query on accounts.owner: "
-    "500 on GET /v1/transfers. Fix: TokenVerifier refuses a sub with control characters "
-    "(401), as it refuses an empty one.",
-)
 def test_nul_in_a_token_subject_is_401_not_500(apis) -> None:
     answer = apis["transfers"].call("GET", "/v1/transfers", sub="a\x00b")
     assert answer.status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the inbox stores source and id as text; NUL (DataError) or a lone "
-    "surrogate (UnicodeEncodeError) in either: 500, so Knative retries a poison event "
-    "forever. Fix: Api._event refuses an event whose source or id holds control characters "
-    "or is not encodable as UTF-8 (400 malformed_request), before any database work.",
-)
 @pytest.mark.parametrize("value", ["a\x00b", "\ud800"], ids=["nul", "surrogate"])
 @pytest.mark.parametrize("attribute", ["source", "id"])
 def test_nul_in_an_event_source_or_id_is_400_not_500(apis, db, attribute: str, value) -> None:
@@ -186,13 +142,6 @@ def test_nul_in_an_event_source_or_id_is_400_not_500(apis, db, attribute: str, v
     assert snapshot(db) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ReserveIn.command() raises InvalidInput ('a leg must debit and credit two "
-    "different accounts') while the event is parsed, outside events.handle, and Api maps it "
-    "to 422, which the contract does not give events. Fix: entrypoints.events.parse (or "
-    "Api._event) turns a BusinessError raised by .command() into 400 malformed_request.",
-)
 def test_a_reserve_event_debiting_and_crediting_one_account_is_400(apis, db) -> None:
     account = str(uuid.uuid4())
     data = {

@@ -18,6 +18,7 @@ exports never need these keys.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 from pathlib import Path
@@ -40,6 +41,10 @@ class MetadataCipher:
             if len(key) != KEY_BYTES or not 1 <= len(key_id.encode()) <= 255:
                 raise ValueError(f"key {key_id!r} must be {KEY_BYTES} bytes with a short id")
         self.keys = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._fingerprint_keys = {
+            key_id: hmac.new(key, b"holdfast metadata fingerprint", "sha256").digest()
+            for key_id, key in keys.items()
+        }
         self.active = active
 
     @classmethod
@@ -62,6 +67,21 @@ class MetadataCipher:
         plaintext = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
         sealed = self.keys[self.active].encrypt(nonce, plaintext, row_id.encode())
         return bytes([VERSION, len(key_id)]) + key_id + nonce + sealed
+
+    def fingerprint(self, value: dict[str, Any], *, row_id: str, key_id: str | None = None) -> str:
+        """A keyed digest of `value` (HMAC-SHA256 under a subkey of a metadata key): what the
+        idempotency check keeps, so that the database alone cannot confirm a guessed name."""
+        key_id = key_id or self.active
+        canonical = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        mac = hmac.new(self._fingerprint_keys[key_id], f"{row_id}:{canonical}".encode(), "sha256")
+        return f"hmac-sha256:{key_id}:{mac.hexdigest()}"
+
+    def fingerprint_key_id(self, fingerprint: object) -> str | None:
+        """The key a stored fingerprint was made with, if this cipher still has it."""
+        if isinstance(fingerprint, str) and fingerprint.startswith("hmac-sha256:"):
+            key_id = fingerprint.split(":")[1]
+            return key_id if key_id in self._fingerprint_keys else None
+        return None
 
     def open(self, blob: bytes, *, row_id: str) -> dict[str, Any]:
         key_id = key_id_of(blob)

@@ -69,6 +69,8 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Unauthorized("invalid token: empty subject")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in sub) or len(sub) > 256:
+            raise Unauthorized("invalid token: the subject must be short printable text")
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise Unauthorized("invalid token: scope must be a string")

@@ -27,8 +27,6 @@ Invariants kept by `Book`:
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -444,13 +442,6 @@ class Book:
                 )
                 self.changed_accounts.add(account_id)
         check_balanced(self.entries[-2 * len(legs) :])
-
-
-def metadata_fingerprint(transfer_id: UUID, metadata: dict[str, Any]) -> str:
-    """What the idempotency check keeps of the metadata: a salted digest, never the data
-    itself (which may name a person; the transfer row keeps it sealed)."""
-    canonical = json.dumps(metadata, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(f"{transfer_id}:{canonical}".encode()).hexdigest()
 
 
 def entry_id(transfer_id: UUID, leg: int, direction: Direction) -> UUID:

@@ -38,7 +38,7 @@ def status_change(action: Literal["freeze", "unfreeze", "close"]) -> Route:
 
 
 def on_open(runtime: Runtime, event: CloudEvent) -> EventReply:
-    command = events.parse(event, AccountIn).command()
+    command = events.command(event, AccountIn)
 
     def effect(connection: Connection) -> BusinessError | None:
         try:

@@ -82,6 +82,8 @@ def relay(sink: str) -> None:
     import asyncio
     import signal
 
+    import prometheus_client
+
     from holdfast import telemetry
     from holdfast.adapters.relay import HttpPublisher
     from holdfast.services.relay import Relay, relay_name
@@ -90,6 +92,8 @@ def relay(sink: str) -> None:
     if settings.database_url is None:
         raise click.UsageError("HOLDFAST_DATABASE_URL is not set")
     telemetry.configure("relay")
+    # The relay serves no API: its gauges (outbox backlog and age) are scraped here.
+    prometheus_client.start_http_server(int(os.environ.get("HOLDFAST_METRICS_PORT", "9464")))
     db = Database(
         create_engine(settings.database_url, pool_size=2, application_name="holdfast-relay")
     )

@@ -12,7 +12,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cloudevents.http import CloudEvent
 from opentelemetry import context as otel_context
@@ -28,6 +28,7 @@ from holdfast.entrypoints.web import EventReply, HttpProblem, event_data, parse_
 from holdfast.services import events
 
 M = TypeVar("M", bound=BaseModel)
+C_co = TypeVar("C_co", covariant=True)
 
 INBOUND: dict[str, type[BaseModel]] = {
     "dev.holdfast.account.open.v1": AccountIn,
@@ -57,6 +58,20 @@ def parse(event: CloudEvent, model: type[M]) -> M:
         raise HttpProblem(
             "malformed_request", "Malformed event data", str(error.body["detail"]), **extra
         ) from error
+
+
+class Commanding(Protocol[C_co]):
+    def command(self) -> C_co: ...
+
+
+def command(event: CloudEvent, model: type[Commanding[C_co]]) -> C_co:
+    """The event's data as a domain command; data the domain refuses (a leg that debits and
+    credits one account) makes the event malformed too: 400, not a business answer."""
+    parsed: Commanding[C_co] = parse(event, model)  # type: ignore[type-var]
+    try:
+        return parsed.command()
+    except BusinessError as error:
+        raise HttpProblem("malformed_request", "Malformed event data", error.detail) from error
 
 
 def handle(

@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from holdfast.entrypoints.web import SECURITY_HEADERS
+
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset(
@@ -84,6 +86,7 @@ def build(
                 },
                 status_code=404,
                 media_type="application/problem+json",
+                headers=SECURITY_HEADERS,
             )
         url = upstreams[name] + request.url.path
         if request.url.query:
@@ -105,6 +108,7 @@ def build(
                 },
                 status_code=503,
                 media_type="application/problem+json",
+                headers=SECURITY_HEADERS,
             )
         out_headers = {
             k: v

@@ -13,7 +13,7 @@ from holdfast.entrypoints.web import HttpProblem
 
 def limit(query: Mapping[str, str]) -> int:
     raw = query.get("limit", str(limits.page_limit_default))
-    if not raw.isdigit() or not 1 <= int(raw) <= limits.page_limit_max:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= limits.page_limit_max:
         raise HttpProblem(
             "validation_error", "Invalid input", f"limit must be 1..{limits.page_limit_max}"
         )

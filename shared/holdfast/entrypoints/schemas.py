@@ -29,7 +29,6 @@ from holdfast.domain.transfers import (
     ConfirmCommand,
     Leg,
     ReserveCommand,
-    metadata_fingerprint,
 )
 
 Amount = Annotated[StrictInt, Field(ge=limits.amount_minor_min, le=limits.amount_minor_max)]
@@ -58,7 +57,10 @@ def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
 class AccountIn(Strict):
     id: UUID
     currency: Currency
-    owner: Annotated[str, Field(min_length=1, max_length=limits.owner_length_max)]
+    owner: Annotated[
+        str,
+        Field(min_length=1, max_length=limits.owner_length_max, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    ]
     normal_balance: Literal["credit", "debit"] = "credit"
     overdraft_limit: Annotated[StrictInt, Field(ge=0, le=limits.amount_minor_max)] | None = 0
     metadata: Metadata
@@ -130,10 +132,9 @@ class ReserveIn(Strict):
         )
 
     def fingerprint(self) -> dict[str, Any]:
-        """The request as the idempotency check compares it (metadata as a digest)."""
-        request = self.model_dump(mode="json", exclude_none=True)
-        request["metadata"] = metadata_fingerprint(self.id, self.metadata)
-        return request
+        """The request as the idempotency check compares it (the service replaces metadata
+        with a keyed digest before anything is compared or stored)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class ConfirmIn(Strict):

@@ -145,15 +145,15 @@ def on_operation(runtime: Runtime, event: CloudEvent, command: Command) -> Event
 
 
 def on_reserve(runtime: Runtime, event: CloudEvent) -> EventReply:
-    return on_operation(runtime, event, events.parse(event, ReserveIn).command())
+    return on_operation(runtime, event, events.command(event, ReserveIn))
 
 
 def on_confirm(runtime: Runtime, event: CloudEvent) -> EventReply:
-    return on_operation(runtime, event, events.parse(event, ConfirmEventIn).command())
+    return on_operation(runtime, event, events.command(event, ConfirmEventIn))
 
 
 def on_cancel(runtime: Runtime, event: CloudEvent) -> EventReply:
-    return on_operation(runtime, event, events.parse(event, CancelEventIn).command())
+    return on_operation(runtime, event, events.command(event, CancelEventIn))
 
 
 def on_tick(runtime: Runtime, event: CloudEvent) -> EventReply:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent, from_http
 from opentelemetry import propagate, trace
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -64,6 +64,9 @@ class Reply:
     status: int
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+    # A streamed answer (the ledger export): chunks of bytes instead of a JSON body.
+    stream: Iterable[bytes] | None = None
+    mimetype: str = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +91,7 @@ class Call:
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # deep nesting too
         raise HttpProblem(
             "malformed_request", "Malformed JSON", f"the body is not JSON: {error}"
         ) from error
@@ -182,12 +185,20 @@ class Api:
         return f"{request.method} {endpoint}"
 
     def _answer(self, request: Request) -> Response:
+        response = self._answer_unsecured(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def _answer_unsecured(self, request: Request) -> Response:
         try:
             return self._dispatch(request)
         except HttpProblem as error:
             headers = {}
             if "retry_after_s" in error.body:
                 headers["Retry-After"] = str(max(1, round(error.body["retry_after_s"])))
+            if "allow" in error.body:
+                headers["Allow"] = ", ".join(error.body["allow"])
             return json_response(error.status, error.body, problem_json=True, headers=headers)
         except BusinessError as error:
             return json_response(*from_business_error(error), problem_json=True)
@@ -227,7 +238,10 @@ class Api:
             raise HttpProblem("not_found", "Not found", f"no route for {path}") from error
         except MethodNotAllowed as error:
             raise HttpProblem(
-                "method_not_allowed", "Method not allowed", f"{request.method} {path}"
+                "method_not_allowed",
+                "Method not allowed",
+                f"{request.method} {path}",
+                allow=sorted(error.valid_methods or []),
             ) from error
         route = self.routes[f"{endpoint} {request.method}"]
         runtime = self.runtime()
@@ -247,6 +261,10 @@ class Api:
                 f"this call needs the {route.scope} scope",
             )
         reply = route.handler(Call(request, runtime, actor, args))
+        if reply.stream is not None:
+            response = Response(reply.stream, status=reply.status, mimetype=reply.mimetype)
+            response.headers.update(reply.headers)
+            return response
         return json_response(reply.status, reply.body, headers=reply.headers)
 
     def _ready(self) -> Response:
@@ -268,8 +286,15 @@ class Api:
             raise too_large
         try:
             event = from_http(dict(request.headers), data)
-        except (ce_exceptions.GenericException, ValueError, TypeError) as error:
+        except (ce_exceptions.GenericException, ValueError, TypeError, RecursionError) as error:
             raise HttpProblem("malformed_request", "Malformed CloudEvent", str(error)) from error
+        for attribute in ("source", "id", "type"):
+            if not printable(str(event[attribute])):
+                raise HttpProblem(
+                    "malformed_request",
+                    "Malformed CloudEvent",
+                    f"{attribute} must be printable text",
+                )
         span = trace.get_current_span()
         span.set_attribute("cloudevents.event_type", str(event["type"]))
         span.set_attribute("cloudevents.event_id", str(event["id"]))
@@ -286,6 +311,25 @@ class Api:
             return Response(status=200)
         headers, body = to_binary(answer.reply)
         return Response(body, status=200, headers=headers)
+
+
+def framework_error(error: HTTPException) -> Response:
+    """What functions-framework itself answers (a path its URL map cannot match, such as one
+    holding a newline), as problem+json like every other answer."""
+    code = "not_found" if error.code == 404 else "malformed_request"
+    status, body = problem(code, error.name, error.description or error.name)
+    return json_response(
+        error.code or status, {**body, "status": error.code or status}, problem_json=True
+    )
+
+
+def printable(text: str) -> bool:
+    """No control characters (NUL cannot be stored) and valid UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return bool(text) and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 def cluster_local(host: str) -> bool:

@@ -198,6 +198,7 @@ def apply(
         if isinstance(op.command, ReserveCommand):
             for leg in op.command.legs:
                 account_ids.update((leg.debit_account_id, leg.credit_account_id))
+    operations = [_fingerprinted(op, transfers, cipher) for op in operations]
     accounts, at = repository.load_accounts(connection, account_ids, lock=True, cipher=cipher)
     if at is None:  # no account involved (say, an empty cancel): ask the clock itself
         at = repository.now(connection)
@@ -215,6 +216,27 @@ def apply(
     if expired:
         outcomes[0] = dataclasses.replace(outcomes[0], expired=expired)
     return outcomes
+
+
+def _fingerprinted(
+    op: Operation, transfers: dict[UUID, Transfer], cipher: MetadataCipher
+) -> Operation:
+    """Replace a reserve's metadata in its request by a keyed fingerprint (made with the key
+    the stored one used, so a replay after key rotation still compares equal)."""
+    command = op.command
+    if not isinstance(command, ReserveCommand) or not isinstance(
+        command.request.get("metadata"), dict
+    ):
+        return op
+    existing = transfers.get(command.id)
+    stored = existing.request.get("metadata") if existing and existing.request else None
+    fingerprint = cipher.fingerprint(
+        command.request["metadata"],
+        row_id=str(command.id),
+        key_id=cipher.fingerprint_key_id(stored),
+    )
+    request = {**command.request, "metadata": fingerprint}
+    return dataclasses.replace(op, command=dataclasses.replace(command, request=request))
 
 
 def observe(operations: Sequence[Operation], outcomes: Sequence[Outcome]) -> None:
