@@ -205,3 +205,19 @@ def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
             )
             for name in tables
         }
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Show the figures the fault suite, the fuzz runs and the drills print (lines starting
+    with `[figures]`), even from passing tests on xdist workers, in the closing summary."""
+    lines = [
+        line
+        for report in terminalreporter.stats.get("passed", [])
+        for _, text in getattr(report, "sections", [])
+        for line in text.splitlines()
+        if line.startswith("[figures] ")
+    ]
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -268,7 +268,7 @@ def test_every_invariant_holds_through_crashes_restarts_and_dropped_connections(
         db.dispose()
     operations = sum(ledger.calls.values())
     print(
-        f"\nfault suite: {len(ledger.expected)} transfers, {operations} calls "
+        f"\n[figures] fault suite: {len(ledger.expected)} transfers, {operations} calls "
         f"({dict(ledger.calls)}); faults: {dict(injected)} plus 40001 at {FAULT_RATE} of commits; "
         f"{len(sink.accepted())} events delivered ({len(by_id)} distinct ids)"
     )

@@ -320,7 +320,7 @@ def test_random_cloudevents_are_answered_200_or_400_in_bounded_time_and_memory(
         tracemalloc.stop()
     total = sum(report.statuses.values())
     print(
-        f"\nCloudEvents fuzz, {name}: {total} events, statuses "
+        f"\n[figures] CloudEvents fuzz, {name}: {total} events, statuses "
         f"{dict(sorted((s, n) for (_, s), n in report.statuses.items()))}, "
         f"{dict(sorted(report.kinds.items()))}; largest body {report.largest_body} bytes; "
         f"slowest {report.slowest_s * 1000:.0f} ms; peak {report.peak_bytes / 2**20:.2f} MiB; "

@@ -159,7 +159,7 @@ def test_the_api_answers_generated_requests_as_its_openapi_document_says(
             run_operation(operation, mode, client, db, token, seeded, report)
     elapsed = time.monotonic() - started
     print(
-        f"\nHTTP fuzz: {sum(report.cases.values())} cases over {len(report.cases)} "
+        f"\n[figures] HTTP fuzz: {sum(report.cases.values())} cases over {len(report.cases)} "
         f"operation/mode pairs in {elapsed:.1f}s; statuses {dict(sorted(report.statuses.items()))}; "
         f"{report.unchanged_checked} rejected requests checked to change nothing; "
         f"slowest answer {report.slowest_s * 1000:.0f} ms; {len(report.failures)} failures"
