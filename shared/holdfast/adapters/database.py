@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import sqlalchemy as sa
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
@@ -190,24 +191,35 @@ class Database:
 
 def translate(error: DBAPIError) -> Exception:
     """Sort a driver error into transient (retry the transaction) or not (re-raise)."""
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    if sqlstate in RETRYABLE_SQLSTATES:
-        return SerializationFailure(str(error.orig))
-    if sqlstate == "23505":
-        constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
-        if constraint in IDEMPOTENCY_KEYS:
-            return ConcurrentInsert(str(constraint))
-    if error.connection_invalidated or _unreachable(error, sqlstate):
+    sorted_out = _sort(error.orig, operational=isinstance(error, sa.exc.OperationalError))
+    if sorted_out is not None:
+        return sorted_out
+    if error.connection_invalidated:
         return TransientError(f"database connection lost: {type(error.orig).__name__}")
     return error
 
 
-def _unreachable(error: DBAPIError, sqlstate: str | None) -> bool:
-    """The server went away or is restarting: class 08 (connection exception), 57P01-57P03
-    (admin shutdown, crash shutdown, cannot connect now), or no SQLSTATE at all on connect."""
-    if not isinstance(error, sa.exc.OperationalError):
-        return False
-    return sqlstate is None or sqlstate.startswith("08") or sqlstate in {"57P01", "57P02", "57P03"}
+def translate_driver_error(error: Exception) -> Exception:
+    """The same sorting for an error psycopg raised directly (a pipeline's writes)."""
+    sorted_out = _sort(error, operational=isinstance(error, psycopg.OperationalError))
+    return sorted_out if sorted_out is not None else error
+
+
+def _sort(orig: object, *, operational: bool) -> Exception | None:
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return SerializationFailure(str(orig))
+    if sqlstate == "23505":
+        constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+        if constraint in IDEMPOTENCY_KEYS:
+            return ConcurrentInsert(str(constraint))
+    # The server went away or is restarting: class 08 (connection exception), 57P01-57P03
+    # (admin shutdown, crash shutdown, cannot connect now), or no SQLSTATE at all on connect.
+    if operational and (
+        sqlstate is None or sqlstate.startswith("08") or sqlstate in {"57P01", "57P02", "57P03"}
+    ):
+        return TransientError(f"database connection lost: {type(orig).__name__}")
+    return None
 
 
 def migrate(engine: Engine) -> None:

@@ -23,7 +23,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from sqlalchemy.engine import Connection
 
 from holdfast.adapters import tables as t
-from holdfast.adapters.repository import insert_rows
+from holdfast.adapters.repository import Writes
 
 EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "https://holdfast.dev/events")
 # version 00: trace-id (not all zeros), parent-id (not all zeros), flags
@@ -62,6 +62,15 @@ def current_traceparent() -> str:
 
 def append(connection: Connection, events: Sequence[OutboundEvent], at: datetime) -> None:
     """Add events to the outbox; one already there (same id) is left as it is."""
+    writes = Writes()
+    queue(writes, connection, events, at)
+    writes.flush(connection)
+
+
+def queue(
+    writes: Writes, connection: Connection, events: Sequence[OutboundEvent], at: datetime
+) -> None:
+    """Queue the events with the rest of a unit of work's writes (one round trip for all)."""
     if not events:
         return
     traceparent = current_traceparent()
@@ -84,7 +93,7 @@ def append(connection: Connection, events: Sequence[OutboundEvent], at: datetime
         }
         for position, event in enumerate(events)
     ]
-    insert_rows(connection, t.outbox, rows, skip_existing=True)
+    writes.insert(connection, t.outbox, rows, skip_existing=True)
 
 
 def inbox_seen(connection: Connection, source: str, event_id: str) -> dict[str, Any] | None:

@@ -12,12 +12,16 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import sqlalchemy as sa
+from opentelemetry import trace
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Row
 
+from holdfast import telemetry
 from holdfast.adapters import tables as t
 from holdfast.adapters.crypto import MetadataCipher
+from holdfast.adapters.database import translate_driver_error
 from holdfast.domain.accounts import Account, NormalBalance, Status
 from holdfast.domain.errors import require
 from holdfast.domain.transfers import Book, Leg, State, Transfer
@@ -139,14 +143,16 @@ def insert_account(connection: Connection, account: Account, cipher: MetadataCip
 
 
 def save_accounts(connection: Connection, accounts: Sequence[Account], at: datetime) -> None:
-    if not accounts:
-        return
-    connection.execute(
-        sa.text(
-            "UPDATE accounts SET status = :status, debits_posted = :debits_posted, "
-            "credits_posted = :credits_posted, debits_reserved = :debits_reserved, "
-            "credits_reserved = :credits_reserved, updated_at = :at WHERE id = :id"
-        ),
+    writes = Writes()
+    _queue_accounts(writes, accounts, at)
+    writes.flush(connection)
+
+
+def _queue_accounts(writes: Writes, accounts: Sequence[Account], at: datetime) -> None:
+    writes.execute(
+        "UPDATE accounts SET status = %(status)s, debits_posted = %(debits_posted)s, "
+        "credits_posted = %(credits_posted)s, debits_reserved = %(debits_reserved)s, "
+        "credits_reserved = %(credits_reserved)s, updated_at = %(at)s WHERE id = %(id)s",
         [
             {
                 "id": a.id,
@@ -275,6 +281,69 @@ def list_transfers(
     return [_transfer(row, cipher) for row in connection.execute(query)]
 
 
+class Writes:
+    """The writes of one unit of work, sent together: one psycopg pipeline, one round trip.
+
+    Why: a transfer's writes touch six tables; sent one by one they cost a round trip each,
+    and the database must wait for the client between them. Inserts of many rows are one
+    statement whose text never changes (`INSERT ... SELECT ... FROM unnest(arrays)`, which
+    PostgreSQL and CockroachDB both run): prepared once, whatever the number of rows.
+    Errors surface at `flush`, sorted into transient or not like every other database error.
+    """
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, dict[str, Any] | list[dict[str, Any]]]] = []
+
+    def insert(
+        self,
+        connection: Connection,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        *,
+        skip_existing: bool = False,
+    ) -> None:
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        params: dict[str, Any] = {}
+        for index, name in enumerate(columns):
+            values = [row[name] for row in rows]
+            if isinstance(table.c[name].type, JSONB):
+                values = [None if v is None else json.dumps(v) for v in values]
+            params[f"c{index}"] = values
+        self.statements.append((_insert_sql(connection, table, columns, skip_existing), params))
+
+    def execute(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """A statement with psycopg placeholders (`%(name)s`); a list of params runs it once
+        per item."""
+        if params:
+            self.statements.append((sql, params))
+
+    def flush(self, connection: Connection) -> None:
+        if not self.statements:
+            return
+        driver = connection.connection.driver_connection
+        span = telemetry.tracer().start_span("db.pipeline")
+        span.set_attribute("db.system", "postgresql")
+        span.set_attribute("db.operation.batch.size", len(self.statements))
+        span.set_attribute("db.statement", "; ".join(sql for sql, _ in self.statements))
+        try:
+            with (
+                trace.use_span(span, end_on_exit=True),
+                driver.cursor() as cursor,  # type: ignore[union-attr]
+                driver.pipeline(),  # type: ignore[union-attr]
+            ):
+                for sql, params in self.statements:
+                    if isinstance(params, list):
+                        cursor.executemany(sql, params)
+                    else:
+                        cursor.execute(sql, params)
+        except psycopg.Error as error:
+            raise translate_driver_error(error) from error
+        finally:
+            self.statements.clear()
+
+
 def insert_rows(
     connection: Connection,
     table: sa.Table,
@@ -282,23 +351,10 @@ def insert_rows(
     *,
     skip_existing: bool = False,
 ) -> None:
-    """Insert many rows with one statement whose text never changes: one array parameter
-    per column, spread by `unnest` (PostgreSQL and CockroachDB both take several arrays).
-
-    Why: an executemany sends one statement per row, and a multi-row VALUES is a new
-    statement (to compile, parse and plan) for every row count.
-    """
-    if not rows:
-        return
-    columns = list(rows[0])
-    sql = _insert_sql(connection, table, tuple(columns), skip_existing)
-    params = {}
-    for index, name in enumerate(columns):
-        values = [row[name] for row in rows]
-        if isinstance(table.c[name].type, JSONB):
-            values = [None if v is None else json.dumps(v) for v in values]
-        params[f"c{index}"] = values
-    connection.execute(sa.text(sql), params)
+    """Insert many rows at once (see `Writes`)."""
+    writes = Writes()
+    writes.insert(connection, table, rows, skip_existing=skip_existing)
+    writes.flush(connection)
 
 
 _insert_statements: dict[tuple[str, str, tuple[str, ...], bool], str] = {}
@@ -313,11 +369,11 @@ def _insert_sql(
         for index, name in enumerate(columns):
             column_type = table.c[name].type
             if isinstance(column_type, JSONB):
-                arrays.append(f"CAST(:c{index} AS TEXT[])")
+                arrays.append(f"CAST(%(c{index})s AS TEXT[])")
                 selected.append(f"CAST(u.{name} AS JSONB)")
             else:
                 element = column_type.compile(dialect=connection.dialect)
-                arrays.append(f"CAST(:c{index} AS {element}[])")
+                arrays.append(f"CAST(%(c{index})s AS {element}[])")
                 selected.append(f"u.{name}")
         names = ", ".join(columns)
         conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
@@ -328,90 +384,94 @@ def _insert_sql(
     return _insert_statements[key]
 
 
-def save_book(connection: Connection, book: Book, cipher: MetadataCipher) -> None:
-    """Write everything a Book changed, in a handful of multi-row statements."""
+def save_book(
+    connection: Connection,
+    book: Book,
+    cipher: MetadataCipher,
+    writes: Writes | None = None,
+) -> None:
+    """Write everything a Book changed (with `writes` already queued) in one pipeline."""
+    writes = writes or Writes()
     new = [book.transfers[i] for i in sorted(book.new_transfers)]
     changed = [book.transfers[i] for i in sorted(book.changed_transfers - book.new_transfers)]
-    if new:
-        insert_rows(
-            connection,
-            t.transfers,
-            [
-                {
-                    "id": x.id,
-                    "state": str(x.state),
-                    "currency": x.currency,
-                    "legs": _legs_json(x.legs),
-                    "amount": x.amount,
-                    "timeout_s": x.timeout_s,
-                    "immediate": x.immediate,
-                    **_sealed(cipher, x.id, x.metadata),
-                    "request": x.request,
-                    "created_by": x.created_by,
-                    "created_at": x.created_at,
-                    "expires_at": x.expires_at,
-                    "confirmed_amount": x.confirmed_amount,
-                    "resolved_at": x.resolved_at,
-                }
-                for x in new
-            ],
-        )
-        links = [
+    writes.insert(
+        connection,
+        t.transfers,
+        [
+            {
+                "id": x.id,
+                "state": str(x.state),
+                "currency": x.currency,
+                "legs": _legs_json(x.legs),
+                "amount": x.amount,
+                "timeout_s": x.timeout_s,
+                "immediate": x.immediate,
+                **_sealed(cipher, x.id, x.metadata),
+                "request": x.request,
+                "created_by": x.created_by,
+                "created_at": x.created_at,
+                "expires_at": x.expires_at,
+                "confirmed_amount": x.confirmed_amount,
+                "resolved_at": x.resolved_at,
+            }
+            for x in new
+        ],
+    )
+    writes.insert(
+        connection,
+        t.account_transfers,
+        [
             {"account_id": a, "created_at": x.created_at, "transfer_id": x.id}
             for x in new
             for a in sorted(x.account_ids())
-        ]
-        if links:
-            insert_rows(connection, t.account_transfers, links)
-    if changed:
-        connection.execute(
-            sa.text(
-                "UPDATE transfers SET state = :state, confirmed_amount = :confirmed_amount, "
-                "resolved_at = :resolved_at WHERE id = :id"
-            ),
-            [
-                {
-                    "id": x.id,
-                    "state": str(x.state),
-                    "confirmed_amount": x.confirmed_amount,
-                    "resolved_at": x.resolved_at,
-                }
-                for x in changed
-            ],
-        )
-    _save_holds(connection, book)
-    if book.entries:
-        insert_rows(
-            connection,
-            t.ledger_entries,
-            [
-                {
-                    "id": e.id,
-                    "transfer_id": e.transfer_id,
-                    "leg": e.leg,
-                    "direction": str(e.direction),
-                    "account_id": e.account_id,
-                    "amount": e.amount,
-                    "currency": e.currency,
-                    "posted_at": e.posted_at,
-                }
-                for e in book.entries
-            ],
-        )
-        insert_rows(
-            connection,
-            t.ledger_unsequenced,
-            [{"entry_id": e.id, "posted_at": e.posted_at} for e in book.entries],
-        )
-    save_accounts(connection, [book.accounts[i] for i in sorted(book.changed_accounts)], book.now)
+        ],
+    )
+    writes.execute(
+        "UPDATE transfers SET state = %(state)s, confirmed_amount = %(confirmed_amount)s, "
+        "resolved_at = %(resolved_at)s WHERE id = %(id)s",
+        [
+            {
+                "id": x.id,
+                "state": str(x.state),
+                "confirmed_amount": x.confirmed_amount,
+                "resolved_at": x.resolved_at,
+            }
+            for x in changed
+        ],
+    )
+    _save_holds(connection, book, writes)
+    writes.insert(
+        connection,
+        t.ledger_entries,
+        [
+            {
+                "id": e.id,
+                "transfer_id": e.transfer_id,
+                "leg": e.leg,
+                "direction": str(e.direction),
+                "account_id": e.account_id,
+                "amount": e.amount,
+                "currency": e.currency,
+                "posted_at": e.posted_at,
+            }
+            for e in book.entries
+        ],
+    )
+    writes.insert(
+        connection,
+        t.ledger_unsequenced,
+        [{"entry_id": e.id, "posted_at": e.posted_at} for e in book.entries],
+    )
+    _queue_accounts(writes, [book.accounts[i] for i in sorted(book.changed_accounts)], book.now)
+    writes.flush(connection)
 
 
-def _save_holds(connection: Connection, book: Book) -> None:
+def _save_holds(connection: Connection, book: Book, writes: Writes) -> None:
     released = set(book.released_holds)
     created = [i for i in book.new_holds if i not in released]
     gone = sorted(released - set(book.new_holds))
     if gone:
-        connection.execute(t.holds.delete().where(t.holds.c.transfer_id.in_(gone)))
+        writes.execute("DELETE FROM holds WHERE transfer_id = ANY(%(ids)s)", {"ids": gone})
     rows: list[dict[str, Any]] = []
     for transfer_id in created:
         transfer = book.transfers[transfer_id]
@@ -430,8 +490,7 @@ def _save_holds(connection: Connection, book: Book) -> None:
             }
             for (account_id, direction), amount in per_account.items()
         )
-    if rows:
-        insert_rows(connection, t.holds, rows)
+    writes.insert(connection, t.holds, rows)
 
 
 def owned_account_ids(connection: Connection, owner: str) -> list[UUID]:

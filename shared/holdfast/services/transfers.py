@@ -209,9 +209,12 @@ def apply(
             outcomes.append(Outcome(book.apply(op.command, op.actor), None, at))
         except BusinessError as error:
             outcomes.append(Outcome(None, error, at))
-    repository.save_book(connection, book, cipher)
     traces = {op.command.id: op.traceparent for op in operations if op.traceparent}
-    outbox.append(connection, [_event(e, at, traces.get(e.transfer.id)) for e in book.events], at)
+    writes = repository.Writes()
+    outbox.queue(
+        writes, connection, [_event(e, at, traces.get(e.transfer.id)) for e in book.events], at
+    )
+    repository.save_book(connection, book, cipher, writes)
     expired = sum(1 for e in book.events if e.kind == "expired")
     if expired:
         outcomes[0] = dataclasses.replace(outcomes[0], expired=expired)
@@ -349,8 +352,9 @@ def sweep_expired(db: Database, batch_max: int = limits.expiry_sweep_batch_max) 
         for transfer in transfers.values():
             if transfer.state is State.RESERVED and transfer.lapsed(at):
                 book.expire(transfer.id)
-        repository.save_book(connection, book, db.cipher)
-        outbox.append(connection, [_event(e, at) for e in book.events], at)
+        writes = repository.Writes()
+        outbox.queue(writes, connection, [_event(e, at) for e in book.events], at)
+        repository.save_book(connection, book, db.cipher, writes)
         telemetry.instruments().holds_expired.add(len(book.events))
         return len(book.events)
 
