@@ -114,3 +114,31 @@ def test_stop_leaves_no_process_behind_and_data_survives(home: Path, sig: int) -
             assert alice.get(f"/v1/accounts/{account}").status_code == 200
     finally:
         stop_dev(second)
+
+
+def test_without_k_sink_the_relay_publishes_into_the_local_ingress(dev: Dev) -> None:
+    import time
+
+    import sqlalchemy as sa
+
+    account = str(uuid.uuid4())
+    with dev.client() as alice:
+        assert (
+            alice.post(
+                "/v1/accounts", json={"id": account, "currency": "EUR", "owner": "alice"}
+            ).status_code
+            == 201
+        )
+    engine = sa.create_engine(f"postgresql+psycopg://postgres@/holdfast?host={dev.home / 'pgdata'}")
+    try:
+        deadline = time.monotonic() + 20
+        published = None
+        while time.monotonic() < deadline and published is None:
+            with engine.connect() as c:
+                published = c.execute(
+                    sa.text("SELECT published_at FROM outbox WHERE subject = :s"), {"s": account}
+                ).scalar()
+            time.sleep(0.1)
+        assert published is not None
+    finally:
+        engine.dispose()

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
-from holdfast.adapters.relay import HttpPublisher
+from holdfast.adapters.relay import Claimed, HttpPublisher, PublishFailed, binary_request
 from holdfast.adapters.tokens import DevIssuer
 from holdfast.config import Settings
 from holdfast.entrypoints import gateway
@@ -137,11 +137,34 @@ def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def relay_job(db: Database, sink: str) -> Callable[[], Coroutine[Any, Any, None]]:
+class IngressPublisher:
+    """Without K_SINK, events go straight into this process's events ingress, as the
+    Broker would take them, without an HTTP round trip to ourselves."""
+
+    def __init__(self, ingress: Ingress) -> None:
+        self.ingress = ingress
+        self.client: httpx.AsyncClient | None = None
+
+    async def publish(self, row: Claimed, timeout_s: float) -> None:
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
+        headers, body = binary_request(row)
+        status = self.ingress.accept(self.client, headers, body)
+        if status >= 300:
+            raise PublishFailed(f"the events ingress answered {status}")
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def relay_job(
+    db: Database, sink: str | None, ingress: Ingress
+) -> Callable[[], Coroutine[Any, Any, None]]:
     """The outbox relay as a gateway background job: runs until the gateway stops."""
 
     async def job() -> None:
-        publisher = HttpPublisher(sink)
+        publisher = HttpPublisher(sink) if sink else IngressPublisher(ingress)
         try:
             await Relay(db, publisher, name=relay_name("dev-relay")).run()
         finally:
@@ -192,7 +215,7 @@ def run(port: int, settings: Settings) -> None:
         relay_db = Database(
             create_engine(url, pool_size=RELAY_POOL_SIZE, application_name="holdfast-relay")
         )
-        sink = settings.k_sink or f"http://127.0.0.1:{port}/events"
+        sink = settings.k_sink
         app = gateway.build(
             upstreams,
             ingress=accept,
@@ -200,7 +223,7 @@ def run(port: int, settings: Settings) -> None:
                 gateway.Tick("transfers", '{"task":"expire"}'),
                 gateway.Tick("ledger", '{"task":"seal"}'),
             ),
-            background=(relay_job(relay_db, sink),),
+            background=(relay_job(relay_db, sink, ingress),),
         )
         for name, upstream in upstreams.items():
             print(f"  {name} function at {upstream}", flush=True)
