@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -54,6 +55,21 @@ class Tick:
     period_s: float = 1.0
 
 
+def problem_response(status: int, code: str, title: str, detail: str) -> Response:
+    return JSONResponse(
+        {
+            "type": f"https://holdfast.dev/problems/{code.replace('_', '-')}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        },
+        status_code=status,
+        media_type="application/problem+json",
+        headers=SECURITY_HEADERS,
+    )
+
+
 def function_for(path: str) -> str | None:
     for prefix, name in PREFIXES.items():
         if path == prefix or path.startswith((prefix + "/", prefix + ":", prefix + "?")):
@@ -73,49 +89,31 @@ def build(
         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
     )
 
+    # The proxy's own client: aiohttp (C-accelerated) costs a fraction of httpx per request.
+    sessions: list[aiohttp.ClientSession] = []
+
     async def proxy(request: Request) -> Response:
         name = function_for(request.url.path)
         if name is None or name not in upstreams:
-            return JSONResponse(
-                {
-                    "type": "https://holdfast.dev/problems/not-found",
-                    "title": "Not found",
-                    "status": 404,
-                    "detail": f"no route for {request.url.path}",
-                    "code": "not_found",
-                },
-                status_code=404,
-                media_type="application/problem+json",
-                headers=SECURITY_HEADERS,
+            return problem_response(
+                404, "not_found", "Not found", f"no route for {request.url.path}"
             )
         url = upstreams[name] + request.url.path
         if request.url.query:
             url += "?" + request.url.query
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
-            upstream = await client.request(
-                request.method, url, headers=headers, content=await request.body()
-            )
-        except httpx.HTTPError as error:
+            async with sessions[0].request(
+                request.method, url, headers=headers, data=await request.body()
+            ) as upstream:
+                content = await upstream.read()
+                out_headers = {
+                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                }
+                return Response(content, status_code=upstream.status, headers=out_headers)
+        except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("upstream %s failed: %s", name, error)
-            return JSONResponse(
-                {
-                    "type": "https://holdfast.dev/problems/unavailable",
-                    "title": "Unavailable",
-                    "status": 503,
-                    "detail": f"{name} is unavailable",
-                    "code": "unavailable",
-                },
-                status_code=503,
-                media_type="application/problem+json",
-                headers=SECURITY_HEADERS,
-            )
-        out_headers = {
-            k: v
-            for k, v in upstream.headers.items()
-            if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
-        }
-        return Response(upstream.content, status_code=upstream.status_code, headers=out_headers)
+            return problem_response(503, "unavailable", "Unavailable", f"{name} is unavailable")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -150,6 +148,14 @@ def build(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sessions.append(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=30),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        )
         tasks = [asyncio.create_task(tick_loop(t)) for t in ticks if t.function in upstreams]
         tasks += [asyncio.create_task(job()) for job in background]
         try:
@@ -159,6 +165,7 @@ def build(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.aclose()
+            await sessions[0].close()
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(
