@@ -77,6 +77,38 @@ def function_for(path: str) -> str | None:
     return None
 
 
+async def forward(
+    session: aiohttp.ClientSession, upstreams: Mapping[str, str], request: Request
+) -> Response:
+    """Send one request on to the function its path names, and its answer back."""
+    name = function_for(request.url.path)
+    if name is None or name not in upstreams:
+        return problem_response(404, "not_found", "Not found", f"no route for {request.url.path}")
+    url = upstreams[name] + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    body = await request.body()
+    for attempt in (1, 2):
+        try:
+            async with session.request(request.method, url, headers=headers, data=body) as upstream:
+                content = await upstream.read()
+                out_headers = {
+                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                }
+                return Response(content, status_code=upstream.status, headers=out_headers)
+        except aiohttp.ServerDisconnectedError as error:
+            # A kept-alive connection the function closed just as we reused it: nothing
+            # was answered, and every Holdfast write is idempotent by its id: once more.
+            log.info("upstream %s closed a kept-alive connection (try %d)", name, attempt)
+            last: Exception = error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            last = error
+            break
+    log.warning("upstream %s failed: %s", name, last)
+    return problem_response(503, "unavailable", "Unavailable", f"{name} is unavailable")
+
+
 def build(
     upstreams: Mapping[str, str],
     ingress: Callable[[httpx.AsyncClient, Request], asyncio.Future[Response] | object]
@@ -93,27 +125,7 @@ def build(
     sessions: list[aiohttp.ClientSession] = []
 
     async def proxy(request: Request) -> Response:
-        name = function_for(request.url.path)
-        if name is None or name not in upstreams:
-            return problem_response(
-                404, "not_found", "Not found", f"no route for {request.url.path}"
-            )
-        url = upstreams[name] + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        try:
-            async with sessions[0].request(
-                request.method, url, headers=headers, data=await request.body()
-            ) as upstream:
-                content = await upstream.read()
-                out_headers = {
-                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-                }
-                return Response(content, status_code=upstream.status, headers=out_headers)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            log.warning("upstream %s failed: %s", name, error)
-            return problem_response(503, "unavailable", "Unavailable", f"{name} is unavailable")
+        return await forward(sessions[0], upstreams, request)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -150,7 +162,8 @@ def build(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sessions.append(
             aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+                # Close idle connections before gunicorn's 2 s keep-alive does.
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=1.0),
                 timeout=aiohttp.ClientTimeout(total=30),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
