@@ -253,6 +253,11 @@ def run_batches(
     return done[0] / (time.perf_counter() - started)
 
 
+def extra_env() -> dict[str, str]:
+    """Pass THREADS (gunicorn threads per function) through when the caller sets it."""
+    return {k: v for k, v in os.environ.items() if k in {"THREADS", "WORKERS"}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs: under a minute")
@@ -262,7 +267,9 @@ def main() -> None:
     seconds = 5.0 if args.quick else args.seconds
     home = Path(tempfile.mkdtemp(prefix="holdfast-bench-"))
     # One token drives all the load: lift the per-token rate limit for the benchmark.
-    dev = start_dev(home, {"HOLDFAST_DB_POOL_SIZE": "8", "HOLDFAST_RATE_LIMIT_PER_S": "0"})
+    dev = start_dev(
+        home, {"HOLDFAST_DB_POOL_SIZE": "8", "HOLDFAST_RATE_LIMIT_PER_S": "0", **extra_env()}
+    )
     try:
         token = dev.token("bench", OPS_SCOPE)
         setup = Client(dev.base_url, token)

@@ -140,3 +140,24 @@ def test_attacks_on_the_token_are_refused(
 ) -> None:
     with pytest.raises(Unauthorized):
         verifier.verify(attacks(issuer)[name])
+
+
+def test_a_remembered_token_still_expires(
+    issuer: DevIssuer, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "Bearer " + signed(issuer)
+    assert verifier.verify(token).sub == "alice"
+    assert verifier.verify(token).sub == "alice"  # answered from the cache
+    raw = token.removeprefix("Bearer ")
+    assert verifier._cache_get(raw) is not None
+    later = time.time() + 3600  # past exp: the cache no longer answers, the full check does
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert verifier._cache_get(raw) is None
+
+
+def test_only_verified_tokens_are_remembered(issuer: DevIssuer, verifier: TokenVerifier) -> None:
+    forged = "Bearer " + tampered(signed(issuer))
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            verifier.verify(forged)
+    assert len(verifier._cache) == 0

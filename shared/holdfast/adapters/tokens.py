@@ -8,7 +8,9 @@ JWKS file or URL in production; `holdfast dev` uses a dev issuer key kept in HOL
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ class TokenVerifier:
         self.keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id}
         self.issuer = issuer
         self.audience = audience
+        self._cache: OrderedDict[str, tuple[Actor, float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, issuer: str, audience: str) -> TokenVerifier:
@@ -50,6 +54,36 @@ class TokenVerifier:
         if not header_value or not header_value.startswith("Bearer "):
             raise Unauthorized("a bearer token is required")
         token = header_value.removeprefix("Bearer ").strip()
+        cached = self._cache_get(token)
+        if cached is not None:
+            return cached
+        actor, expires = self._verify(token)
+        self._cache_put(token, actor, expires)
+        return actor
+
+    # A client sends the same token with every request: keep the answer of a verification
+    # until the token's own expiry (a bounded, thread-safe LRU; only verified tokens enter).
+    CACHE_MAX = 4096
+
+    def _cache_get(self, token: str) -> Actor | None:
+        with self._lock:
+            found = self._cache.get(token)
+            if found is None:
+                return None
+            actor, expires = found
+            if time.time() > expires + LEEWAY_S:
+                del self._cache[token]
+                return None
+            self._cache.move_to_end(token)
+            return actor
+
+    def _cache_put(self, token: str, actor: Actor, expires: float) -> None:
+        with self._lock:
+            self._cache[token] = (actor, expires)
+            while len(self._cache) > self.CACHE_MAX:
+                self._cache.popitem(last=False)
+
+    def _verify(self, token: str) -> tuple[Actor, float]:
         try:
             header = jwt.get_unverified_header(token)
             key = self.keys.get(str(header.get("kid")))
@@ -74,7 +108,7 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise Unauthorized("invalid token: scope must be a string")
-        return Actor(sub=sub, scopes=frozenset(scope.split()) & SCOPES)
+        return Actor(sub=sub, scopes=frozenset(scope.split()) & SCOPES), float(claims["exp"])
 
 
 class DevIssuer:
