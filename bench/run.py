@@ -264,7 +264,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    seconds = 5.0 if args.quick else args.seconds
+    seconds = 3.0 if args.quick else args.seconds
     home = Path(tempfile.mkdtemp(prefix="holdfast-bench-"))
     # One token drives all the load: lift the per-token rate limit for the benchmark.
     dev = start_dev(

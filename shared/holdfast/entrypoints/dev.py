@@ -197,6 +197,9 @@ def run(port: int, settings: Settings) -> None:
             "HOLDFAST_HOME": str(settings.home),
             "HOLDFAST_DATABASE_URL": url,
             "HOLDFAST_JWKS_FILE": str(issuer.write_jwks()),
+            # One process per function takes every local client: more threads, larger group
+            # commits. (A Knative pod keeps THREADS = containerConcurrency; pods scale out.)
+            "THREADS": os.environ.get("THREADS", "16"),
         }
         listener = socket.create_server(("127.0.0.1", port))
         ports = {name: free_port() for name in FUNCTIONS}
