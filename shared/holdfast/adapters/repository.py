@@ -73,15 +73,22 @@ def _account(row: Row[Any], cipher: MetadataCipher) -> Account:
     return account
 
 
-def _lapsed(direction: str) -> sa.ScalarSelect[Any]:
-    """The part of an account's reservations whose holds lapsed (as of the transaction's now)."""
-    h = t.holds
-    return (
-        sa.select(sa.func.coalesce(sa.func.sum(h.c.amount), 0))
-        .where(h.c.account_id == t.accounts.c.id, h.c.direction == direction)
-        .where(h.c.expires_at <= sa.func.now())
-        .scalar_subquery()
-    )
+# Plain SQL on the hot path: the statement text is fixed, so there is nothing to build or
+# cache per call (a Core select costs a cache-key walk each time), and both databases run it.
+_ACCOUNTS = (
+    "SELECT accounts.*, "
+    "(SELECT coalesce(sum(h.amount), 0) FROM holds h WHERE h.account_id = accounts.id "
+    " AND h.direction = 'debit' AND h.expires_at <= now()) AS debits_lapsed, "
+    "(SELECT coalesce(sum(h.amount), 0) FROM holds h WHERE h.account_id = accounts.id "
+    " AND h.direction = 'credit' AND h.expires_at <= now()) AS credits_lapsed, "
+    "now() AS now_ "
+    "FROM accounts WHERE accounts.id = ANY(CAST(:ids AS UUID[])) ORDER BY accounts.id"
+)
+READ_ACCOUNTS = sa.text(_ACCOUNTS)
+LOCK_ACCOUNTS = sa.text(_ACCOUNTS + " FOR UPDATE OF accounts")
+_TRANSFERS = "SELECT * FROM transfers WHERE id = ANY(CAST(:ids AS UUID[])) ORDER BY id"
+READ_TRANSFERS = sa.text(_TRANSFERS)
+LOCK_TRANSFERS = sa.text(_TRANSFERS + " FOR UPDATE")
 
 
 def load_accounts(
@@ -95,21 +102,10 @@ def load_accounts(
     wanted = sorted(set(ids))
     if not wanted:
         return {}, None
-    query = (
-        sa.select(
-            t.accounts,
-            _lapsed("debit").label("debits_lapsed"),
-            _lapsed("credit").label("credits_lapsed"),
-            sa.func.now().label("now_"),
-        )
-        .where(t.accounts.c.id.in_(wanted))
-        .order_by(t.accounts.c.id)
-    )
-    if lock:
-        query = query.with_for_update(of=t.accounts)
+    query = LOCK_ACCOUNTS if lock else READ_ACCOUNTS
     accounts: dict[UUID, Account] = {}
     at = None
-    for row in connection.execute(query):
+    for row in connection.execute(query, {"ids": wanted}):
         account = _account(row, cipher)
         account.debits_lapsed = int(row.debits_lapsed)
         account.credits_lapsed = int(row.credits_lapsed)
@@ -210,10 +206,8 @@ def load_transfers(
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    query = sa.select(t.transfers).where(t.transfers.c.id.in_(wanted)).order_by(t.transfers.c.id)
-    if lock:
-        query = query.with_for_update()
-    return {row.id: _transfer(row, cipher) for row in connection.execute(query)}
+    query = LOCK_TRANSFERS if lock else READ_TRANSFERS
+    return {row.id: _transfer(row, cipher) for row in connection.execute(query, {"ids": wanted})}
 
 
 def lapsed_transfer_ids(connection: Connection, at: datetime, limit: int) -> list[UUID]:
