@@ -4,6 +4,7 @@ by functions-framework's own app factory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -91,10 +92,19 @@ def template_url(server_url: str) -> str:
 @pytest.fixture
 def database_url(server_url: str, template_url: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
+    with scratch_database(server_url, "t_", template=TEMPLATE) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, prefix: str, *, template: str | None) -> Iterator[str]:
+    """A database made for one use and dropped after it: a copy of `template` (the migrated
+    one), or empty when `template` is None."""
+    name = f"{prefix}{uuid.uuid4().hex[:16]}"
     admin = _admin(server_url)
+    copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
     try:
         yield with_database(server_url, name)
     finally:
@@ -134,12 +144,17 @@ def runtime(db: Database, issuer: DevIssuer, tmp_path: Path) -> Iterator[Runtime
 class Api:
     """A function served by functions-framework's app, with a token of chosen scopes."""
 
+    default_scope = ALL_SCOPES
+
     def __init__(self, client: Any, issuer: DevIssuer) -> None:
         self.client = client
         self.issuer = issuer
 
-    def token(self, sub: str = "alice", scope: str = ALL_SCOPES) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.issuer.issue(sub, scope)}"}
+    def token(self, sub: str = "alice", scope: str | None = None) -> dict[str, str]:
+        granted = self.default_scope if scope is None else scope  # "" is a token of no scope
+        return {"Authorization": f"Bearer {self.issuer.issue(sub, granted)}"}
+
+    bearer = token
 
     def call(
         self,
@@ -148,7 +163,7 @@ class Api:
         body: Any = None,
         *,
         sub: str = "alice",
-        scope: str = ALL_SCOPES,
+        scope: str | None = None,
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> Any:

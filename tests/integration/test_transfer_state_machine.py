@@ -12,6 +12,7 @@ stand-in for the clock passing it), then the model treats it as lapsed.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,12 +30,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from holdfast.adapters.database import Database, FaultInjector, create_engine, with_database
+from holdfast.adapters.database import Database, FaultInjector, create_engine
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import Actor
 from holdfast.domain.transfers import CancelCommand, ConfirmCommand, Leg, ReserveCommand
 from holdfast.services import accounts, transfers
 from holdfast.services.transfers import Operation
+from tests.conftest import TEMPLATE, scratch_database
 from tests.integration.helpers import check_invariants
 
 OPS = Actor("ops", frozenset({"operator"}))
@@ -275,24 +277,9 @@ class TransferMachine(RuleBasedStateMachine):
 
 @pytest.fixture
 def database_factory(server_url: str, template_url: str) -> Iterator[object]:
-    admin = sa.create_engine(
-        server_url.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"sm_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as c:
-            c.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE holdfast_template'))
-        made.append(name)
-        return with_database(server_url, name)
-
-    yield make
-    with admin.connect() as c:
-        for name in made:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """Each hypothesis example gets a fresh migrated database (all dropped at the end)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(server_url, "sm_", template=TEMPLATE))
 
 
 SETTINGS = settings(

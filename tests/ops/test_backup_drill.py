@@ -31,7 +31,6 @@ from holdfast.adapters.database import (
     EmbeddedPostgres,
     create_engine,
     sqlalchemy_url,
-    with_database,
 )
 from holdfast.adapters.signing import DEV_KEY, Ed25519Signer, load_signer, public_pem
 from holdfast.domain.accounts import NormalBalance, OpenAccount
@@ -40,6 +39,7 @@ from holdfast.domain.transfers import Leg, ReserveCommand
 from holdfast.entrypoints.cli import main
 from holdfast.services import accounts, transfers
 from holdfast.services import ledger as service
+from tests.conftest import scratch_database
 from tests.integration.helpers import check_invariants
 
 ACCOUNTS = 40
@@ -134,16 +134,8 @@ def run_tool(command: list[str]) -> float:
 @pytest.fixture
 def restored_url(server_url: str) -> Iterator[str]:
     """An empty database to restore into."""
-    name = f"restored_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield with_database(server_url, name)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(server_url, "restored_", template=None) as url:
+        yield url
 
 
 def backup_under_load(database_url: str, dump: Path, writer: Writer) -> tuple[Truth, float]:

@@ -9,36 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from werkzeug.test import Client, TestResponse
+from werkzeug.test import Client
 
-from holdfast.adapters.tokens import DevIssuer
+from tests.conftest import Api
 from tests.fuzz.service import EVERY_SCOPE, gateway_app, unlimited
 
 CUSTOMER = "accounts:read accounts:write transfers:read transfers:write"
 
 
-@dataclass
-class Http:
-    client: Client
-    issuer: DevIssuer
+class Http(Api):
+    """The whole `/v1` API through one WSGI client; a customer's scopes unless told."""
 
-    def bearer(self, sub: str, scope: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.issuer.issue(sub, scope)}"}
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        sub: str = "alice",
-        scope: str = CUSTOMER,
-        headers: dict[str, str] | None = None,
-    ) -> TestResponse:
-        sent = {**self.bearer(sub, scope), **(headers or {})}
-        if body is None:
-            return self.client.open(path, method=method, headers=sent)
-        return self.client.open(path, method=method, headers=sent, json=body)
+    default_scope = CUSTOMER
 
 
 @dataclass
