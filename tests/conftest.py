@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from holdfast.adapters.database import (
     Database,
     EmbeddedPostgres,
+    FaultInjector,
     create_engine,
     migrate,
     sqlalchemy_url,
@@ -115,7 +116,11 @@ def scratch_database(server_url: str, prefix: str, *, template: str | None) -> I
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
-    database = Database(create_engine(database_url, pool_size=8))
+    # HOLDFAST_TEST_FAULT_RATE=0.3 runs the suite with the server failing that share of
+    # commits with 40001, as CockroachDB restarts transactions (`make test-faults`).
+    rate = float(os.environ.get("HOLDFAST_TEST_FAULT_RATE", "0"))
+    faults = FaultInjector(rate) if rate > 0 else None
+    database = Database(create_engine(database_url, pool_size=8), faults=faults)
     try:
         yield database
     finally:

@@ -111,7 +111,8 @@ def test_32_reserves_in_one_process_share_transactions(db: Database) -> None:
         "ok": 10,
         "insufficient_funds": 22,
     }
-    assert db.retries == 0  # one writer at a time in a process: no serialization failures
+    if db.faults is None:  # one writer at a time in a process: no serialization failures
+        assert db.retries == 0
     check_invariants(db)
 
 
