@@ -384,7 +384,10 @@ def test_expired_funds_are_available_at_expires_at_without_a_sweep(
     late = transfers_api.call("POST", f"/v1/transfers/{body['id']}/confirm")
     assert (late.status_code, late.json["code"]) == (409, "transfer_expired")
     replay = transfers_api.call("POST", "/v1/transfers", body)
-    assert (replay.status_code, replay.json) == (201, reserved)
+    # The first answer again, but for expires_at, which the test moved into the past.
+    assert replay.status_code == 201
+    assert {**replay.json, "expires_at": None} == {**reserved, "expires_at": None}
+    assert replay.json["expires_at"] < reserved["expires_at"]
     check_invariants(db)
 
 
