@@ -25,11 +25,13 @@ class NotIJson(ValueError):
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in found:
-            raise NotIJson(f"the member name {name!r} appears twice in one object")
-        found[name] = value
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise NotIJson(f"the member name {name!r} appears twice in one object")
+            seen.add(name)
     return found
 
 
@@ -71,6 +73,15 @@ def _strings(value: Any) -> None:
             _strings(item)
 
 
+# Built once: json.loads with hooks builds a decoder per call, which costs more than parsing.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object,
+    parse_int=_integer,
+    parse_float=_fraction,
+    parse_constant=_constant,
+)
+
+
 def loads(raw: bytes | str) -> Any:
     """One I-JSON value, or NotIJson."""
     try:
@@ -78,13 +89,7 @@ def loads(raw: bytes | str) -> Any:
     except UnicodeDecodeError as error:
         raise NotIJson(f"not UTF-8: {error}") from error
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_object,
-            parse_int=_integer,
-            parse_float=_fraction,
-            parse_constant=_constant,
-        )
+        value = _DECODER.decode(text)
     except NotIJson:
         raise
     except (ValueError, RecursionError) as error:
