@@ -9,8 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from holdfast.domain import ijson, ledger, proofs
+from holdfast.adapters.signing import Ed25519Keyring, Ed25519Signer
+from holdfast.domain import ijson, ledger, merkle, proofs
 from tests.unit.test_ledger_proof import KEYRING, SIGNER, T0, accounts, build_export, transfer
 
 
@@ -150,10 +152,6 @@ def test_each_kind_of_changed_proof_is_named(kind):
 
 
 def test_a_proof_from_an_untrusted_key_is_refused():
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from holdfast.adapters.signing import Ed25519Keyring
-
     (sealed,) = sealed_chain([2])
     stranger = Ed25519Keyring([Ed25519PrivateKey.generate().public_key()])
     with pytest.raises(ledger.TamperDetected, match="not among the trusted public keys"):
@@ -308,3 +306,64 @@ def test_i_json_is_read_as_json():
         ijson.loads(b'{"a":"\xff"}')
     with pytest.raises(ijson.NotIJson, match="not UTF-8"):
         ijson.loads('{"a":1}'.encode("utf-16"))
+
+
+# -- the worked example of docs/ledger.md ------------------------------------------------------
+
+
+def test_the_worked_example_of_the_format_page():
+    """docs/ledger.md prints these values for implementers to test against: keep them true."""
+    debit = {
+        "seq": 7,
+        "transfer_id": "0b9e6c8e-4f44-4d4b-9b8a-3c1f2f0e5a11",
+        "leg": 0,
+        "direction": "debit",
+        "account_id": "5d2f3e4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
+        "amount": 1250,
+        "currency": "EUR",
+        "posted_at": "2026-01-31T12:00:00.123456Z",
+    }
+    credit = {
+        **debit,
+        "seq": 8,
+        "direction": "credit",
+        "account_id": "7c0d1e2f-3a4b-4c5d-9e6f-708192a3b4c5",
+    }
+    leaf7, leaf8 = ledger.leaf_hash(debit), ledger.leaf_hash(credit)
+    assert leaf7.hex() == "d8c2af06d7e25099506b48e765f508c70660fcf8c5260fd6a66717de3781e270"
+    assert leaf8.hex() == "c29c054eafef8318dc6aa5f937b0ece130249cac53653d629eb911428d2be381"
+    root = merkle.root([leaf7, leaf8]).hex()
+    assert root == "ac3b11ae66186321c1d67310846d53c285270201905650b25e8398f95288e5ee"
+    checkpoint: dict[str, Any] = {
+        "number": 3,
+        "first_seq": 7,
+        "last_seq": 8,
+        "entry_count": 2,
+        "entries_root": root,
+        "previous_digest": "ab" * 32,
+    }
+    checkpoint["digest"] = ledger.checkpoint_digest(checkpoint)
+    assert checkpoint["digest"] == (
+        "d2dc40fa3e90da8d03c25ec3077cbb468affd3b6a373b44ca78841e501f3dc1c"
+    )
+    rfc8032_test_1 = Ed25519Signer(
+        Ed25519PrivateKey.from_private_bytes(
+            bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+        )
+    )
+    assert rfc8032_test_1.key_id == "21fe31dfa154a261626bf854046fd227"
+    checkpoint["key_id"] = rfc8032_test_1.key_id
+    checkpoint["created_at"] = "2026-01-31T12:00:01.000000Z"
+    checkpoint["signature"] = rfc8032_test_1.sign(ledger.signing_message(checkpoint)).hex()
+    assert checkpoint["signature"] == (
+        "0b3d284cd38a03f0d13f0c08911363bc138511e54d1fa7bd5ca345c260bfb699"
+        "93068cb10cd1f1db6047483c5e04b53ff62e707032d018bf3a0a23c4b19db50e"
+    )
+    proof = {
+        "entry": credit,
+        "checkpoint": checkpoint,
+        "leaf_index": 1,
+        "audit_path": [leaf7.hex()],
+    }
+    keyring = Ed25519Keyring([rfc8032_test_1.public_key])
+    assert proofs.check_inclusion(proof, keyring).leaf_index == 1
