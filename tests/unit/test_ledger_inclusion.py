@@ -216,7 +216,7 @@ def test_what_does_not_extend_is_named():
         "checkpoint record 3",
         "checkpoint 5: the signature does not verify (forged or changed)",
     )
-    assert extension_failure(held, [])[1] == "none given"
+    assert extension_failure(held, [])[1].startswith("none given")
 
 
 # -- the verifier's pins: the digest it must end on, the held digest it must extend --------------
@@ -367,3 +367,30 @@ def test_the_worked_example_of_the_format_page():
     }
     keyring = Ed25519Keyring([rfc8032_test_1.public_key])
     assert proofs.check_inclusion(proof, keyring).leaf_index == 1
+
+
+@pytest.mark.parametrize(
+    ("part", "member", "spelling"),
+    [
+        ("checkpoint", "signature", lambda v: v + "\n"),  # bytes.fromhex would ignore it
+        ("checkpoint", "created_at", lambda v: v.replace("2", "\uff12")),  # a fullwidth digit
+        ("entry", "posted_at", lambda v: v.replace("0", "\u0660")),  # an Arabic-Indic zero
+        ("entry", "currency", lambda v: v + "\n"),
+        ("entry", "transfer_id", lambda v: "{" + v + "}"),
+    ],
+)
+def test_each_value_has_one_spelling(part, member, spelling):
+    (sealed,) = sealed_chain([2])
+    proof = proof_of(sealed, 1)
+    proof[part][member] = spelling(proof[part][member])
+    with pytest.raises(ledger.TamperDetected) as detected:
+        proofs.check_inclusion(proof, KEYRING)
+    assert detected.value.where == part
+    assert "malformed" in detected.value.message or "canonical" in detected.value.message
+
+
+def test_a_leaf_with_a_final_newline_is_refused_in_an_export():
+    lines = build_export(checkpoints=1)
+    lines[1]["leaves"][0] += "\n"
+    with pytest.raises(ledger.TamperDetected, match="a leaf hash is malformed"):
+        run(lines)

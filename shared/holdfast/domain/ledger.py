@@ -64,11 +64,13 @@ DIGEST_FIELDS = (
 SIGNED_FIELDS = (*DIGEST_FIELDS, "digest", "key_id", "created_at")
 CHECKPOINT_FIELDS = (*SIGNED_FIELDS, "signature")
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX128 = re.compile(r"^[0-9a-f]{128}$")
-_KEY_ID = re.compile(r"^[0-9a-f]{32}$")
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# ASCII digits only (`\d` would take any Unicode digit) and `\Z` (`$` allows a final newline,
+# which bytes.fromhex would then ignore): one spelling for each value.
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_HEX128 = re.compile(r"^[0-9a-f]{128}\Z")
+_KEY_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 class TamperDetected(HoldfastError):

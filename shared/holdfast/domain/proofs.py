@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from holdfast import limits
 from holdfast.domain import merkle
 from holdfast.domain.ledger import (
     GENESIS_DIGEST,
@@ -38,10 +39,7 @@ from holdfast.domain.ledger import (
 )
 
 PROOF_FIELDS = ("entry", "checkpoint", "leaf_index", "audit_path")
-# A checkpoint holds at most limits.ledger_checkpoint_entries_max (< 2**13) entries; 64 levels
-# bound the path of any tree an int64 seq could number.
-AUDIT_PATH_LENGTH_MAX = 64
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def inclusion_proof(
@@ -113,9 +111,9 @@ def check_inclusion(record: Any, keyring: Keyring) -> Proven:
 
 
 def _path(value: Any) -> list[bytes]:
-    if not isinstance(value, list) or len(value) > AUDIT_PATH_LENGTH_MAX:
+    if not isinstance(value, list) or len(value) > limits.ledger_audit_path_hashes_max:
         raise TamperDetected(
-            "audit_path", f"must be a list of at most {AUDIT_PATH_LENGTH_MAX} hashes"
+            "audit_path", f"must be a list of at most {limits.ledger_audit_path_hashes_max} hashes"
         )
     for position, sibling in enumerate(value):
         if not isinstance(sibling, str) or not _HEX64.match(sibling):
@@ -132,7 +130,9 @@ def check_extension(
     checkpoint whose digest is `held_digest`: the first record either is that checkpoint or
     links to it, and each next one links to the one before. TamperDetected otherwise."""
     if not records:
-        raise TamperDetected("checkpoint records", "none given")
+        raise TamperDetected(
+            "checkpoint records", "none given (after=N-1 includes the held checkpoint N itself)"
+        )
     where = "checkpoint record 1"
     previous = checked_checkpoint(where, records[0])
     check_signed(where, previous, keyring)

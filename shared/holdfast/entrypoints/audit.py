@@ -25,6 +25,7 @@ import click
 from cryptography.exceptions import UnsupportedAlgorithm
 from sqlalchemy.exc import ProgrammingError
 
+from holdfast import limits
 from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine
 from holdfast.adapters.signing import DEV_KEY, Ed25519Keyring, load_public_keys, load_signer
 from holdfast.config import Settings
@@ -33,15 +34,13 @@ from holdfast.domain.ledger import TamperDetected, Verifier
 from holdfast.services import ledger as service
 
 PROGRESS_INTERVAL_S = 1.0
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
-JSON_FILE_BYTES_MAX = 64 * 1024 * 1024  # a proof is a few KB; 1,000 checkpoint records ~0.6 MB
-JSON_FILE_LINES_MAX = 100_000
+DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 KeyFiles = tuple[Path, ...]
 
 
 @click.group()
 def audit() -> None:
-    """The auditor's tools: verify an export offline, check the database."""
+    """The auditor's tools: verify an export, a proof or a chain offline; check the database."""
 
 
 def _keyring(paths: KeyFiles) -> Ed25519Keyring:
@@ -123,9 +122,9 @@ def verify(
 
 def _read_json(file: Path, what: str) -> Any:
     with file.open("rb") as handle:
-        raw = handle.read(JSON_FILE_BYTES_MAX + 1)
-    if len(raw) > JSON_FILE_BYTES_MAX:
-        raise TamperDetected(what, f"the file is over {JSON_FILE_BYTES_MAX} bytes")
+        raw = handle.read(limits.audit_json_file_bytes_max + 1)
+    if len(raw) > limits.audit_json_file_bytes_max:
+        raise TamperDetected(what, f"the file is over {limits.audit_json_file_bytes_max} bytes")
     try:
         return ijson.loads(raw)
     except ijson.NotIJson as error:
@@ -186,7 +185,7 @@ def _checkpoint_records(file: Path) -> list[Any]:
     except TamperDetected as error:
         if "Extra data" not in error.message:  # not JSON Lines either: say what is wrong
             raise
-        lines = file.read_bytes().splitlines()[:JSON_FILE_LINES_MAX]
+        lines = file.read_bytes().splitlines()[: limits.audit_json_file_lines_max]
         pages = []
         for number, line in enumerate(lines, 1):
             if line.strip():
