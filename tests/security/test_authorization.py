@@ -71,6 +71,7 @@ def requests(world: World) -> dict[tuple[str, str], Callable[[], Request]]:
             None,
         ),
         ("/v1/ledger/entries", "GET"): lambda: ("GET", "/v1/ledger/entries", None),
+        (ledger_entrypoint.PROOF_PATH, "GET"): lambda: ("GET", "/v1/ledger/entries/1/proof", None),
         ("/v1/ledger/accounts/<uuid:account_id>/balance", "GET"): lambda: (
             "GET",
             f"/v1/ledger/accounts/{world.alice}/balance",
