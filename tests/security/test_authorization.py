@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from holdfast.entrypoints import ledger as ledger_entrypoint
 from holdfast.entrypoints import openapi
 from holdfast.services import ledger as ledger_service
 from tests.conftest import snapshot
@@ -71,7 +70,11 @@ def requests(world: World) -> dict[tuple[str, str], Callable[[], Request]]:
             None,
         ),
         ("/v1/ledger/entries", "GET"): lambda: ("GET", "/v1/ledger/entries", None),
-        (ledger_entrypoint.PROOF_PATH, "GET"): lambda: ("GET", "/v1/ledger/entries/1/proof", None),
+        ("/v1/ledger/entries/<int(max=9223372036854775807):seq>/proof", "GET"): lambda: (
+            "GET",
+            "/v1/ledger/entries/1/proof",
+            None,
+        ),
         ("/v1/ledger/accounts/<uuid:account_id>/balance", "GET"): lambda: (
             "GET",
             f"/v1/ledger/accounts/{world.alice}/balance",
@@ -99,7 +102,7 @@ TOKENS = {"none": "", **{scope: scope for scope in SCOPES}, "all": EVERY_SCOPE}
 
 
 def seal(runtime: Any) -> None:
-    ledger_service.seal_pending(runtime.db, ledger_entrypoint.signer(runtime))
+    ledger_service.seal_pending(runtime.db, runtime.ledger_signer)
 
 
 def test_every_endpoint_under_every_scope(http: Http, world: World, runtime, db) -> None:

@@ -13,11 +13,10 @@ Files are read as I-JSON (RFC 7493, `domain.ijson`): a duplicate member name is 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,9 @@ import click
 from cryptography.exceptions import UnsupportedAlgorithm
 from sqlalchemy.exc import ProgrammingError
 
-from holdfast import limits
-from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine
-from holdfast.adapters.signing import DEV_KEY, Ed25519Keyring, load_public_keys, load_signer
-from holdfast.config import Settings
+from holdfast import bootstrap, limits
+from holdfast.adapters.signing import DEV_KEY, Ed25519Keyring, load_public_keys
+from holdfast.config import MissingKey, Settings
 from holdfast.domain import ijson, proofs
 from holdfast.domain.ledger import TamperDetected, Verifier
 from holdfast.services import ledger as service
@@ -201,25 +199,6 @@ def _checkpoint_records(file: Path) -> list[Any]:
     return records
 
 
-@contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    """The configured database, or the embedded one (left running if it already was)."""
-    embedded = None
-    url = settings.database_url
-    if url is None:
-        already_running = (settings.home / "pgdata" / "postmaster.pid").exists()
-        server = EmbeddedPostgres(settings.home)
-        url = server.start()
-        embedded = None if already_running else server
-    db = Database(create_engine(url, pool_size=2, application_name="holdfast-audit"))
-    try:
-        yield db
-    finally:
-        db.dispose()
-        if embedded is not None:
-            embedded.stop()
-
-
 @audit.command()
 @click.option(
     "--public-key",
@@ -233,11 +212,13 @@ def check(public_keys: KeyFiles, last: int | None) -> None:
     """Recompute the checkpoints from the database and report every difference."""
     settings = Settings.from_env()
     keyring = _keyring(public_keys)
-    configured = settings.ledger_signing_key_file
-    if configured is not None or (settings.home / DEV_KEY).exists():
-        own = load_signer(configured, settings.home)
-        keyring.keys[own.key_id] = own.public_key
-    with _database(settings) as db:
+    if settings.ledger_signing_key_file is not None or (settings.home / DEV_KEY).exists():
+        with contextlib.suppress(MissingKey):  # a dev key, but not on the dev database
+            own = bootstrap.ledger_signer(settings)
+            keyring.keys[own.key_id] = own.public_key
+    with bootstrap.local_database(
+        settings, application_name="holdfast-audit", cipher=None, migrated=False
+    ) as db:
         try:
             first = None
             if last is not None:

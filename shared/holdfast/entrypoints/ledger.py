@@ -10,15 +10,13 @@ signed checkpoints. The export streams JSON Lines (`Reply` bodies are JSON docum
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from holdfast.adapters.signing import Ed25519Signer, load_signer, public_pem
+from holdfast.adapters.signing import public_pem
 from holdfast.entrypoints import pages
 from holdfast.entrypoints.runtime import Runtime
 from holdfast.entrypoints.web import (
@@ -37,19 +35,6 @@ EXPORT_PATH = "/v1/ledger/export"
 PROOF_PATH = "/v1/ledger/entries/<int(max=9223372036854775807):seq>/proof"
 PEM_MIMETYPE = "application/x-pem-file"
 EXPORT_CHUNK_BYTES = 64 * 1024
-
-_signers: dict[tuple[Path | None, Path], Ed25519Signer] = {}
-_signers_lock = threading.Lock()
-
-
-def signer(runtime: Runtime) -> Ed25519Signer:
-    """The process's signing key, loaded once (the dev key is made on first use)."""
-    key = (runtime.settings.ledger_signing_key_file, runtime.settings.home)
-    with _signers_lock:
-        if key not in _signers:
-            _signers[key] = load_signer(*key)
-        return _signers[key]
-
 
 # -- query parameters -----------------------------------------------------------------------
 
@@ -178,7 +163,7 @@ def entry_proof(call: Call) -> Reply:
 def public_key(call: Call) -> Reply:
     """JSON by default; the bare PEM of the current key to `Accept: application/x-pem-file`
     (preferred over JSON), so that `curl ... > key.pem` gives what `--public-key` reads."""
-    current = signer(call.runtime)
+    current = call.runtime.ledger_signer
     accept = call.request.accept_mimetypes
     if accept.quality(PEM_MIMETYPE) > accept.quality("application/json"):
         return Reply(
@@ -249,7 +234,7 @@ def _chunks(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 def on_tick(runtime: Runtime, event: CloudEvent) -> EventReply:
     """The PingSource's tick: seal what is queued (bounded: a few checkpoints at most)."""
-    service.seal_pending(runtime.db, signer(runtime))
+    service.seal_pending(runtime.db, runtime.ledger_signer)
     service.measure_queue(runtime.db)
     return EventReply()
 
@@ -275,4 +260,4 @@ api = Api(
     events={"dev.knative.sources.ping": on_tick},
 )
 
-__all__ = ["api", "signer"]
+__all__ = ["api"]
