@@ -1,6 +1,7 @@
 """Ledger benchmark: sealing, export and verify rates, and transfer throughput with sealing.
 
     .venv/bin/python bench/ledger.py [--entries 100000] [--phase-s 10] [--clients 8]
+                                     [--rounds 3] [--proofs 1000]   (--rounds 0: no step 5)
 
 Uses HOLDFAST_DATABASE_URL's server (a new database on it) or an embedded PostgreSQL in a
 temporary directory. Prints figures; it is not a test. Steps:
@@ -9,9 +10,12 @@ temporary directory. Prints figures; it is not a test. Steps:
    of 1,000 operations through `services.transfers.execute_alone`;
 2. sealing that backlog: entries sealed per second (one sealer, batches of 5,000);
 3. the export (records read page by page and written as JSON Lines) and `holdfast audit
-   verify` of the file (a separate process), and `holdfast audit check`'s recomputation:
-   entries per second each;
-4. transfer throughput of --clients threads in two "function instances" (each its own pool and
+   verify` of the file (a separate process, I-JSON parsing included), and `holdfast audit
+   check`'s recomputation: entries per second each;
+4. inclusion proofs: --proofs entries at random served by `services.ledger.prove` (what
+   GET /v1/ledger/entries/{seq}/proof answers) and checked by `domain.proofs.check_inclusion`
+   (what `holdfast audit prove` does, start-up aside): proofs per second each;
+5. transfer throughput of --clients threads in two "function instances" (each its own pool and
    group commit), single-leg immediate transfers on disjoint accounts, in alternating phases:
    no sealer (baseline), a sealer process sealing continuously (snapshot isolation, as
    shipped), and, for comparison, the same sealer forced to SERIALIZABLE; medians of --rounds.
@@ -46,7 +50,8 @@ from holdfast.adapters.database import (
     sqlalchemy_url,
     with_database,
 )
-from holdfast.adapters.signing import Ed25519Keyring, public_pem
+from holdfast.adapters.signing import Ed25519Keyring, Ed25519Signer, public_pem
+from holdfast.domain import proofs
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import SYSTEM
 from holdfast.domain.errors import TransientError
@@ -180,12 +185,33 @@ def throughput(url: str, home: str, clients: int, phase_s: float, sealer: str | 
     return rate
 
 
+def prove(db: Database, signer: Ed25519Signer, entries: int, count: int) -> None:
+    """Serve `count` proofs of random entries, then check them as `audit prove` does."""
+    rng = random.Random(2)
+    seqs = [rng.randint(1, entries) for _ in range(count)]
+    started = time.perf_counter()
+    answers = [json.loads(json.dumps(service.prove(db, seq))) for seq in seqs]
+    served = time.perf_counter() - started
+    keyring = Ed25519Keyring([signer.public_key])
+    started = time.perf_counter()
+    for answer in answers:
+        proofs.check_inclusion(answer, keyring)
+    checked = time.perf_counter() - started
+    depth = statistics.mean(len(a["audit_path"]) for a in answers)
+    print(
+        f"proofs:   {count:,} served in {served:.1f} s ({count / served:,.0f} proofs/s), "
+        f"checked in {checked:.2f} s ({count / checked:,.0f} proofs/s); "
+        f"audit paths of {depth:.1f} hashes on average"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--phase-s", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="phases of each kind, interleaved")
+    parser.add_argument("--proofs", type=int, default=1_000, help="inclusion proofs to time")
     args = parser.parse_args()
     # psycopg logs each pipeline a 40001 aborted; the retry loop handles them (counted below).
     logging.getLogger("psycopg").setLevel(logging.CRITICAL)
@@ -248,7 +274,10 @@ def run(url: str, home: Path, args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - started
     assert report.ok, report.findings
     print(f"check:    {made:,} entries in {elapsed:.1f} s ({made / elapsed:,.0f} entries/s)")
+    prove(db, signer, made, args.proofs)
     db.dispose()
+    if args.rounds < 1:
+        return
 
     print(f"transfers: {args.clients} clients, {args.phase_s:.0f} s a phase, alternating:")
     figures: dict[str | None, list[float]] = {None: [], "snapshot": [], "serializable": []}

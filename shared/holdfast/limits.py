@@ -54,6 +54,12 @@ ledger_seal_batch_entries: Final = 5_000  # entries a sealing transaction starts
 ledger_checkpoint_entries_max: Final = ledger_seal_batch_entries + 2 * transfer_legs_max
 ledger_seal_batches_per_tick_max: Final = 20  # checkpoints one tick may seal
 ledger_export_page_entries: Final = 5_000  # entries read in one transaction of an export
+# Proofs: a checkpoint's audit path has at most 13 hashes; 64 bounds any tree of int64 seqs.
+ledger_audit_path_hashes_max: Final = 64
+# What `holdfast audit prove` / `extends` read whole (a proof is a few KB, a page of 1,000
+# checkpoint records about 0.6 MB).
+audit_json_file_bytes_max: Final = 64 * 1024 * 1024
+audit_json_file_lines_max: Final = 100_000
 
 # How often the relay measures the outbox backlog for its gauges.
 relay_measure_interval_s: Final = 5.0

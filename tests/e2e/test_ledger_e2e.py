@@ -1,5 +1,6 @@
 """The auditor's path end to end: `holdfast dev` seals on its own, the export verifies offline
-with the served public key, and a changed line is caught."""
+with the served public key (as bare PEM) and the latest digest, one entry's proof verifies
+without it, and a changed line is caught."""
 
 from __future__ import annotations
 
@@ -49,18 +50,34 @@ def test_dev_seals_and_the_export_verifies_offline(dev: Dev, tmp_path: Path) -> 
             break
         time.sleep(0.2)
     assert sorted(e["transfer_id"] for e in sealed) == sorted(transfer_ids)
-    assert auditor.get("/v1/ledger/checkpoints/latest").status_code == 200
+    latest = auditor.get("/v1/ledger/checkpoints/latest").json()
     export = tmp_path / "ledger.jsonl"
-    export.write_bytes(auditor.get("/v1/ledger/export").content)
-    key = tmp_path / "ledger.pem"
-    key.write_text(auditor.get("/v1/ledger/public-key").json()["public_key"])
+    export.write_bytes(
+        auditor.get("/v1/ledger/export", params={"to": str(latest["number"])}).content
+    )
+    key = tmp_path / "ledger.pem"  # curl -H "Accept: application/x-pem-file" ... > ledger.pem
+    pem = auditor.get("/v1/ledger/public-key", headers={"Accept": "application/x-pem-file"})
+    assert pem.headers["content-type"].startswith("application/x-pem-file")
+    key.write_bytes(pem.content)
+    assert pem.text == auditor.get("/v1/ledger/public-key").json()["public_key"]
+    pinned = ["--expect-digest", str(latest["digest"])]
     verified = subprocess.run(
-        [str(HOLDFAST), "audit", "verify", str(export), "--public-key", str(key)],
+        [str(HOLDFAST), "audit", "verify", str(export), "--public-key", str(key), *pinned],
         capture_output=True,
         text=True,
         check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    proof = tmp_path / "proof.json"
+    proof.write_bytes(auditor.get(f"/v1/ledger/entries/{sealed[1]['seq']}/proof").content)
+    proven = subprocess.run(
+        [str(HOLDFAST), "audit", "prove", str(proof), "--public-key", str(key)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proven.returncode == 0, proven.stdout + proven.stderr
+    assert proven.stdout.startswith(f"OK: entry seq {sealed[1]['seq']} ")
     lines = export.read_text().splitlines()
     index = next(i for i, line in enumerate(lines) if json.loads(line).get("amount") == 250)
     lines[index] = lines[index].replace('"amount":250', '"amount":2500')

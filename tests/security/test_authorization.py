@@ -70,6 +70,11 @@ def requests(world: World) -> dict[tuple[str, str], Callable[[], Request]]:
             None,
         ),
         ("/v1/ledger/entries", "GET"): lambda: ("GET", "/v1/ledger/entries", None),
+        ("/v1/ledger/entries/<int(max=9223372036854775807):seq>/proof", "GET"): lambda: (
+            "GET",
+            "/v1/ledger/entries/1/proof",
+            None,
+        ),
         ("/v1/ledger/accounts/<uuid:account_id>/balance", "GET"): lambda: (
             "GET",
             f"/v1/ledger/accounts/{world.alice}/balance",

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Row
 from holdfast import limits
 from holdfast.adapters import tables as t
 from holdfast.domain.accounts import Direction, NormalBalance
+from holdfast.domain.errors import InvariantViolation
 from holdfast.domain.ledger import Checkpoint, LedgerEntry, Sealed
 from holdfast.domain.transfers import Entry, entry_id
 
@@ -272,6 +273,37 @@ def sealed_range(connection: Connection, first_seq: int, last_seq: int) -> list[
         )
         for row in rows
     ]
+
+
+def proof_material(
+    connection: Connection, seq: int
+) -> tuple[LedgerEntry | None, Checkpoint, list[bytes]] | None:
+    """For an inclusion proof of `seq`: its entry (None if the row is gone), the checkpoint
+    that sealed it and that checkpoint's stored leaf hashes in seq order; None if unsealed.
+    Primary-key lookups and one key range, whatever the size of the ledger."""
+    row = connection.execute(
+        sa.text(
+            f"SELECT s.seq, s.checkpoint, e.id AS found, {ENTRY_COLUMNS} FROM ledger_sequence s "
+            "LEFT JOIN ledger_entries e ON e.id = s.entry_id WHERE s.seq = :seq"
+        ),
+        {"seq": seq},
+    ).first()
+    if row is None:
+        return None
+    checkpoint = get_checkpoint(connection, row.checkpoint)
+    if checkpoint is None:
+        raise InvariantViolation(f"seq {seq} is sealed in checkpoint {row.checkpoint}, not found")
+    # One value instead of thousands of rows: the leaf hashes (32 bytes each) concatenated.
+    joined = connection.execute(
+        sa.text(
+            "SELECT string_agg(leaf_hash, ''::bytea ORDER BY seq) FROM ledger_sequence "
+            "WHERE seq BETWEEN :first AND :last"
+        ),
+        {"first": checkpoint.first_seq, "last": checkpoint.last_seq},
+    ).scalar_one()
+    leaves = bytes(joined or b"")
+    entry = _ledger_entry(row) if row.found is not None else None
+    return entry, checkpoint, [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
 
 
 def list_checkpoints(connection: Connection, *, after: int, limit: int) -> list[Checkpoint]:

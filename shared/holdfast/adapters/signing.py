@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from holdfast.domain import ijson
 from holdfast.domain.ledger import key_id_of
 
 DEV_KEY = Path("keys") / "ledger-ed25519.pem"
@@ -127,6 +128,37 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(public, Ed25519PublicKey):
         raise ValueError(f"{path} is not an Ed25519 public key")
     return public
+
+
+def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """What `--public-key` takes: a PEM file (public or private key), or the JSON answer of
+    GET /v1/ledger/public-key, whose `public_key` and every key in `keys` are then trusted
+    (each `key_id` must be the one its PEM gives: a mislabelled answer is refused)."""
+    data = path.read_bytes()
+    if not data.lstrip().startswith(b"{"):
+        return [load_public_key(path)]
+    try:
+        answer = ijson.loads(data)
+    except ijson.NotIJson as error:
+        raise ValueError(f"{path} is neither a PEM file nor a JSON answer: {error}") from error
+    if not isinstance(answer, dict) or not isinstance(answer.get("public_key"), str):
+        raise ValueError(f"{path}: not the answer of GET /v1/ledger/public-key (no public_key)")
+    listed = answer.get("keys", [])
+    if not isinstance(listed, list) or not all(isinstance(k, dict) for k in listed):
+        raise ValueError(f"{path}: keys must be a list of key objects")
+    found: dict[str, Ed25519PublicKey] = {}
+    for item in [answer, *listed]:
+        pem = item.get("public_key")
+        if not isinstance(pem, str):
+            raise ValueError(f"{path}: a key without a public_key PEM")
+        key = parse_public_pem(pem)
+        key_id = key_id_of(raw_public(key))
+        if item.get("key_id", key_id) != key_id:
+            raise ValueError(
+                f"{path}: key_id {item.get('key_id')!r} is not the id of its public key {key_id}"
+            )
+        found[key_id] = key
+    return list(found.values())
 
 
 def parse_public_pem(pem: str) -> Ed25519PublicKey:

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from holdfast import limits
+from holdfast.domain import merkle
 from holdfast.domain.accounts import Direction
 from holdfast.domain.errors import HoldfastError, require
 from holdfast.domain.transfers import Entry
@@ -63,11 +64,13 @@ DIGEST_FIELDS = (
 SIGNED_FIELDS = (*DIGEST_FIELDS, "digest", "key_id", "created_at")
 CHECKPOINT_FIELDS = (*SIGNED_FIELDS, "signature")
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX128 = re.compile(r"^[0-9a-f]{128}$")
-_KEY_ID = re.compile(r"^[0-9a-f]{32}$")
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# ASCII digits only (`\d` would take any Unicode digit) and `\Z` (`$` allows a final newline,
+# which bytes.fromhex would then ignore): one spelling for each value.
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_HEX128 = re.compile(r"^[0-9a-f]{128}\Z")
+_KEY_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 
 
 class TamperDetected(HoldfastError):
@@ -121,19 +124,8 @@ def leaf_hash(record: Mapping[str, Any]) -> bytes:
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """RFC 6962 Merkle tree hash: pairs left to right, an odd last node moves up unchanged."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    level = list(leaves)
-    while len(level) > 1:
-        paired = [
-            hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
-            for i in range(0, len(level) - 1, 2)
-        ]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
+    """RFC 6962 Merkle tree hash of the leaf hashes (`domain.merkle`)."""
+    return merkle.root(leaves)
 
 
 def checkpoint_digest(record: Mapping[str, Any]) -> str:
@@ -345,16 +337,23 @@ class Summary:
     last_seq: int
     last_digest: str
     key_ids: tuple[str, ...]
+    extends: int | None = None  # the held checkpoint the export was shown to extend
+    pinned: bool = False  # the last digest was checked against an expected one
 
     def line(self) -> str:
         if self.last_checkpoint is None:
             return "OK: the export holds no checkpoint and no entry"
+        pins = ""
+        if self.extends is not None:
+            pins += f"; it extends the held checkpoint {self.extends}"
+        if self.pinned:
+            pins += "; it ends on the expected digest"
         return (
             f"OK: {self.entries} entries of {self.transfers} transfers in checkpoints "
             f"{self.first_checkpoint}..{self.last_checkpoint} (seqs up to {self.last_seq}): "
             f"every entry sealed and unchanged, every checkpoint signed "
             f"(key {', '.join(self.key_ids)}) and chained, every transfer balanced; "
-            f"last digest {self.last_digest}"
+            f"last digest {self.last_digest}{pins}"
         )
 
 
@@ -377,8 +376,20 @@ class Verifier:
     changed, dropped, inserted or reordered entry is named at its own record.
     """
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        extends: str | None = None,
+        expect_digest: str | None = None,
+    ) -> None:
+        """`extends`: a checkpoint digest the auditor already holds; the export must contain
+        that checkpoint or start right after it. `expect_digest`: the digest the export's last
+        checkpoint must have (obtained independently), so a shortened export is refused."""
         self.keyring = keyring
+        self.extends = extends
+        self.extended_from: int | None = None
+        self.expect_digest = expect_digest
         self.header: dict[str, Any] | None = None
         self.previous: dict[str, Any] | None = None
         self.block: _Block | None = None
@@ -423,6 +434,8 @@ class Verifier:
             last_seq=previous["last_seq"] if previous else 0,
             last_digest=previous["digest"] if previous else GENESIS_DIGEST,
             key_ids=tuple(sorted(self.key_ids)),
+            extends=self.extended_from,
+            pinned=self.expect_digest is not None,
         )
 
     # -- records ----------------------------------------------------------------------------
@@ -460,22 +473,7 @@ class Verifier:
                 where, f"checkpoint {number} is past the export's last checkpoint {header['to']}"
             )
         self._check_link(where, cp, previous)
-        if checkpoint_digest(cp) != cp["digest"]:
-            raise TamperDetected(
-                where, f"checkpoint {number}: its digest does not match its fields (changed)"
-            )
-        if not self.keyring.knows(cp["key_id"]):
-            raise TamperDetected(
-                where,
-                f"checkpoint {number} is signed by key {cp['key_id']}, "
-                "which is not among the trusted public keys",
-            )
-        if not self.keyring.verify(
-            cp["key_id"], signing_message(cp), bytes.fromhex(cp["signature"])
-        ):
-            raise TamperDetected(
-                where, f"checkpoint {number}: the signature does not verify (forged or changed)"
-            )
+        check_signed(where, cp, self.keyring)
         leaves = _leaves(where, record, cp["entry_count"])
         if merkle_root(leaves).hex() != cp["entries_root"]:
             raise TamperDetected(
@@ -485,6 +483,11 @@ class Verifier:
         self.key_ids.add(cp["key_id"])
         if self.first_checkpoint is None:
             self.first_checkpoint = number
+        if self.extends is not None and self.extended_from is None:
+            if previous is None and cp["previous_digest"] == self.extends:
+                self.extended_from = number - 1
+            elif cp["digest"] == self.extends:
+                self.extended_from = number
         self.block = _Block(cp, where, leaves)
 
     def _check_link(self, where: str, cp: dict[str, Any], previous: dict[str, Any] | None) -> None:
@@ -590,7 +593,31 @@ class Verifier:
                 f"{record['entries']} entries; the export holds {self.checkpoints} and "
                 f"{self.entries}",
             )
+        self._check_pins(where, last)
         self.ended = True
+
+    def _check_pins(self, where: str, last: int) -> None:
+        """The digests the auditor holds: where the export must start from and end on."""
+        header = self.header or {}
+        if self.previous is not None:
+            last_digest: str | None = self.previous["digest"]
+        else:
+            last_digest = GENESIS_DIGEST if header["from"] == 1 else None
+        if self.expect_digest is not None and last_digest != self.expect_digest:
+            raise TamperDetected(
+                where,
+                f"the export ends on checkpoint {last} with digest {last_digest}, not on the "
+                f"expected digest {self.expect_digest}: a shortened export, or another ledger",
+            )
+        if self.extends is not None and self.extended_from is None:
+            if self.extends == GENESIS_DIGEST and header["from"] == 1:
+                self.extended_from = 0
+                return
+            raise TamperDetected(
+                where,
+                f"the export does not extend the checkpoint with digest {self.extends}: no "
+                "checkpoint in it has that digest and its first checkpoint does not follow it",
+            )
 
 
 # -- field checks -----------------------------------------------------------------------------
@@ -656,8 +683,10 @@ def _entry_fields(where: str, record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _checkpoint_fields(where: str, record: Mapping[str, Any]) -> dict[str, Any]:
-    _exact_fields(where, record, (*CHECKPOINT_FIELDS, "leaves"))
+def _checkpoint_fields(
+    where: str, record: Mapping[str, Any], extra: Sequence[str] = ("leaves",)
+) -> dict[str, Any]:
+    _exact_fields(where, record, (*CHECKPOINT_FIELDS, *extra))
     return {
         "number": _int(where, record, "number", 1),
         "first_seq": _int(where, record, "first_seq", 1),
@@ -670,6 +699,50 @@ def _checkpoint_fields(where: str, record: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": _time(where, record, "created_at"),
         "signature": _text(where, record, "signature", _HEX128),
     }
+
+
+def check_signed(where: str, cp: Mapping[str, Any], keyring: Keyring) -> None:
+    """A checkpoint record's digest matches its fields, and a trusted key signed it."""
+    number = cp["number"]
+    if checkpoint_digest(cp) != cp["digest"]:
+        raise TamperDetected(
+            where, f"checkpoint {number}: its digest does not match its fields (changed)"
+        )
+    if not keyring.knows(cp["key_id"]):
+        raise TamperDetected(
+            where,
+            f"checkpoint {number} is signed by key {cp['key_id']}, "
+            "which is not among the trusted public keys",
+        )
+    if not keyring.verify(cp["key_id"], signing_message(cp), bytes.fromhex(cp["signature"])):
+        raise TamperDetected(
+            where, f"checkpoint {number}: the signature does not verify (forged or changed)"
+        )
+
+
+def checked_entry(where: str, record: Any) -> dict[str, Any]:
+    """An entry record as /v1/ledger/entries answers it (no `type`), in canonical form."""
+    if not isinstance(record, dict) or "type" in record:
+        raise TamperDetected(where, "not an entry record")
+    return _entry_fields(where, record)
+
+
+def checked_checkpoint(where: str, record: Any) -> dict[str, Any]:
+    """A signed checkpoint record as /v1/ledger/checkpoints answers it (no `type`, no
+    `leaves`), in canonical form, its seqs consistent with its entry_count."""
+    if not isinstance(record, dict) or "type" in record:
+        raise TamperDetected(where, "not a checkpoint record")
+    cp = _checkpoint_fields(where, record, ())
+    count = cp["entry_count"]
+    if not 1 <= count <= limits.ledger_checkpoint_entries_max or (
+        cp["last_seq"] != cp["first_seq"] + count - 1
+    ):
+        raise TamperDetected(
+            where,
+            f"checkpoint {cp['number']}: seqs {cp['first_seq']}..{cp['last_seq']} "
+            f"do not hold {count} entries",
+        )
+    return cp
 
 
 def _leaves(where: str, record: Mapping[str, Any], count: int) -> list[bytes]:

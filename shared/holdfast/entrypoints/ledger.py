@@ -1,4 +1,5 @@
-"""The ledger function (auditors): entries, balances, trial balance, checkpoints, export.
+"""The ledger function (auditors): entries and their inclusion proofs, balances, trial balance,
+checkpoints, the public key, export.
 
 Every route needs `ledger:read` and none writes: an auditor sees every account's entries and
 can change nothing. The PingSource tick (`dev.knative.sources.ping`) seals new entries into
@@ -31,6 +32,8 @@ from holdfast.services.views import rfc3339
 
 SCOPE = "ledger:read"
 EXPORT_PATH = "/v1/ledger/export"
+PROOF_PATH = "/v1/ledger/entries/<int(max=9223372036854775807):seq>/proof"
+PEM_MIMETYPE = "application/x-pem-file"
 EXPORT_CHUNK_BYTES = 64 * 1024
 
 # -- query parameters -----------------------------------------------------------------------
@@ -153,8 +156,23 @@ def get_checkpoint(call: Call) -> Reply:
     return Reply(200, service.get_checkpoint(call.runtime.db, call.args["number"]).record())
 
 
+def entry_proof(call: Call) -> Reply:
+    return Reply(200, service.prove(call.runtime.db, call.args["seq"]))
+
+
 def public_key(call: Call) -> Reply:
+    """JSON by default; the bare PEM of the current key to `Accept: application/x-pem-file`
+    (preferred over JSON), so that `curl ... > key.pem` gives what `--public-key` reads."""
     current = call.runtime.ledger_signer
+    accept = call.request.accept_mimetypes
+    if accept.quality(PEM_MIMETYPE) > accept.quality("application/json"):
+        return Reply(
+            200,
+            None,
+            headers={"Vary": "Accept"},
+            stream=[public_pem(current.public_key).encode()],
+            mimetype=PEM_MIMETYPE,
+        )
     keys = [
         {
             "key_id": key_id,
@@ -173,6 +191,7 @@ def public_key(call: Call) -> Reply:
             "public_key": public_pem(current.public_key),
             "keys": keys,
         },
+        headers={"Vary": "Accept"},
     )
 
 
@@ -224,6 +243,7 @@ api = Api(
     "ledger",
     [
         Route("/v1/ledger/entries", ("GET",), SCOPE, list_entries),
+        Route(PROOF_PATH, ("GET",), SCOPE, entry_proof),
         Route("/v1/ledger/accounts/<uuid:account_id>/balance", ("GET",), SCOPE, account_balance),
         Route("/v1/ledger/trial-balance", ("GET",), SCOPE, trial_balance),
         Route("/v1/ledger/checkpoints", ("GET",), SCOPE, list_checkpoints),

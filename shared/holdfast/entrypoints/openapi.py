@@ -83,6 +83,8 @@ class Operation:
     body_schema: dict[str, Any] | None = None  # a body no model describes (cancel)
     query: tuple[Query, ...] = ()
     description: str = ""
+    # Another representation of the success answer, by content negotiation: (type, what).
+    alternative: tuple[str, str] | None = None
     # The common answers of the `/v1` dispatcher (token, scope, size, rate, failures).
     common: Mapping[int, tuple[str, ...]] = field(
         default_factory=lambda: {
@@ -286,6 +288,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             LIMIT,
         ),
     ),
+    (ledger.PROOF_PATH, "GET"): Operation(
+        "prove_entry",
+        "An entry's inclusion proof: the signed checkpoint and the audit path to its root",
+        ok=(200, responses.EntryProof),
+        errors={404: ("entry_not_found",)},
+        description=(
+            "404 `entry_not_found` for a seq not sealed yet (or none at all). "
+            "`holdfast audit prove FILE --public-key KEY` checks the answer offline."
+        ),
+    ),
     ("/v1/ledger/accounts/<uuid:account_id>/balance", "GET"): Operation(
         "ledger_balance",
         "An account's posted balance at a time, from its entries",
@@ -324,6 +336,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "The checkpoint signing keys (a convenience: pin keys obtained out of band)",
         ok=(200, responses.PublicKey),
         errors={},
+        description=(
+            "JSON by default. To `Accept: application/x-pem-file` (preferred over JSON), the "
+            "bare PEM of the current key. `--public-key` of `holdfast audit` takes either."
+        ),
+        alternative=(ledger.PEM_MIMETYPE, "the current key, PEM (SubjectPublicKeyInfo)"),
     ),
     (ledger.EXPORT_PATH, "GET"): Operation(
         "export_ledger",
@@ -452,6 +469,7 @@ def _schemas() -> dict[str, Any]:
         responses.TransferPage,
         responses.BatchResults,
         responses.EntryPage,
+        responses.EntryProof,
         responses.AccountBalance,
         responses.TrialBalance,
         responses.Checkpoint,
@@ -551,10 +569,16 @@ def _success(spec: Operation) -> dict[str, Any]:
             ),
             "content": {NDJSON: {"schema": {"type": "string"}}},
         }
+    content: dict[str, Any] = {JSON: {"schema": {"$ref": SCHEMA_REF.format(model=model.__name__)}}}
+    headers = _security_headers()
+    if spec.alternative is not None:
+        mimetype, what = spec.alternative
+        content[mimetype] = {"schema": {"type": "string", "description": what}}
+        headers = _security_headers({"Vary": {"required": True, "schema": {"const": "Accept"}}})
     return {
         "description": "Created" if status == 201 else "OK",
-        "headers": _security_headers(),
-        "content": {JSON: {"schema": {"$ref": SCHEMA_REF.format(model=model.__name__)}}},
+        "headers": headers,
+        "content": content,
     }
 
 

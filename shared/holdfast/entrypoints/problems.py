@@ -14,6 +14,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "balance_overflow": 422,
     "account_not_found": 404,
     "transfer_not_found": 404,
+    "entry_not_found": 404,
     "not_found": 404,
     "forbidden": 403,
     "insufficient_scope": 403,

@@ -174,6 +174,21 @@ class Checkpoint(Closed):
     signature: Hex = Field(description="Ed25519 signature, hex")
 
 
+class EntryProof(Closed):
+    """An entry, the signed checkpoint that sealed it, and its RFC 6962 audit path to that
+    checkpoint's `entries_root` (`holdfast audit prove` checks it; docs/ledger.md)."""
+
+    entry: LedgerEntry
+    checkpoint: Checkpoint
+    leaf_index: StrictInt = Field(
+        ge=0, description="0-based position in the checkpoint: seq - first_seq"
+    )
+    audit_path: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(
+        description="sibling hashes (SHA-256, lowercase hex) from the entry's leaf up to "
+        "entries_root, nearest first (RFC 6962 PATH)"
+    )
+
+
 class CheckpointPage(Closed):
     checkpoints: list[Checkpoint]
     next: Cursor
@@ -203,6 +218,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointPage",
     "EntryPage",
+    "EntryProof",
     "LedgerEntry",
     "Problem",
     "PublicKey",

@@ -23,9 +23,16 @@ from holdfast.adapters import ledger as repo
 from holdfast.adapters import outbox, repository
 from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Signer, public_pem
-from holdfast.domain import ledger
+from holdfast.domain import ledger, proofs
 from holdfast.domain.accounts import NormalBalance
-from holdfast.domain.errors import AccountNotFound, ConcurrentInsert, InvalidInput, NotFound
+from holdfast.domain.errors import (
+    AccountNotFound,
+    ConcurrentInsert,
+    InvalidInput,
+    InvariantViolation,
+    NotFound,
+    require,
+)
 
 log = logging.getLogger(__name__)
 SOURCE = "/holdfast/ledger"
@@ -35,6 +42,11 @@ CHECK_FINDINGS_MAX = 20
 class CheckpointNotFound(NotFound):
     code = "not_found"
     title = "Checkpoint not found"
+
+
+class EntryNotFound(NotFound):
+    code = "entry_not_found"
+    title = "Entry not found"
 
 
 # -- sealing ----------------------------------------------------------------------------------
@@ -209,6 +221,22 @@ def get_checkpoint(db: Database, number: int | None) -> ledger.Checkpoint:
             "no checkpoint has been sealed yet" if number is None else f"no checkpoint {number}"
         )
     return checkpoint
+
+
+def prove(db: Database, seq: int) -> dict[str, Any]:
+    """The inclusion proof of entry `seq` in the checkpoint that sealed it (domain.proofs)."""
+    found = _read(db, lambda c: repo.proof_material(c, seq))
+    if found is None:
+        raise EntryNotFound(f"no entry with seq {seq} has been sealed (yet)")
+    entry, checkpoint, leaves = found
+    if entry is None:
+        raise InvariantViolation(f"seq {seq} is sealed but its entry is gone: holdfast audit check")
+    require(
+        len(leaves) == checkpoint.entry_count
+        and checkpoint.first_seq <= seq <= checkpoint.last_seq,
+        f"checkpoint {checkpoint.number} does not cover its sealed rows: holdfast audit check",
+    )
+    return proofs.inclusion_proof(entry, checkpoint, leaves)
 
 
 def known_keys(db: Database) -> list[tuple[str, str, datetime]]:

@@ -217,3 +217,62 @@ def test_progress_goes_to_stderr_and_the_summary_to_stdout(
     assert result.stdout.startswith("OK: ")
     assert "verified 2 lines" in result.stderr
     assert "entries/s" in result.stderr
+
+
+def with_decoy(record: dict[str, Any], name: str, decoy: Any) -> str:
+    """The line with `name` twice: first a decoy, then the genuine value (what Python keeps)."""
+    genuine = json.dumps(record, separators=(",", ":"))
+    return "{" + json.dumps(name) + ":" + json.dumps(decoy) + "," + genuine[1:]
+
+
+DECOYS = {
+    "export": ("to", 1),
+    "checkpoint digest": ("digest", "0" * 64),
+    "checkpoint key_id": ("key_id", "0" * 32),
+    "entry": ("amount", 1),
+    "end": ("entries", 0),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DECOYS))
+def test_a_duplicate_member_is_refused_at_every_line_type(
+    exported, public_key_file, tmp_path, kind
+):
+    name, decoy = DECOYS[kind]
+    index = middle_entry(exported) if kind == "entry" else positions(exported, kind.split()[0])[0]
+    lines = [json.dumps(r, separators=(",", ":")) for r in exported]
+    lines[index] = with_decoy(exported[index], name, decoy)
+    # Python's json alone would read the genuine value and find nothing wrong.
+    assert json.loads(lines[index]) == exported[index]
+    path = tmp_path / "decoy.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    code, out = verify(path, public_key_file)
+    assert (code, out) == (
+        1,
+        f"FAILED line {index + 1}: not I-JSON: the member name {name!r} appears twice in one "
+        "object\n",
+    )
+
+
+def test_verify_ends_on_the_expected_digest(exported, public_key_file, tmp_path, ledger_api):
+    latest = ledger_api.call("GET", "/v1/ledger/checkpoints/latest", **AUDITOR).json["digest"]
+    path = support.write_jsonl(tmp_path / "ledger.jsonl", exported)
+    args = ["audit", "verify", str(path), "--public-key", str(public_key_file)]
+    result = CliRunner().invoke(main, [*args, "--expect-digest", latest.upper()])
+    assert result.exit_code == 0, result.stdout
+    assert result.stdout.strip().endswith("; it ends on the expected digest")
+    # Cut after checkpoint 3, header and end record rewritten: verifies unless pinned.
+    fourth = positions(exported, "checkpoint")[3]
+    short = exported[:fourth]
+    short[0] = {**short[0], "to": 3}
+    short.append({"type": "end", "checkpoints": 3, "entries": len(positions(short, "entry"))})
+    cut = support.write_jsonl(tmp_path / "short.jsonl", short)
+    assert verify(cut, public_key_file)[0] == 0
+    pinned = ["audit", "verify", str(cut), "--public-key", str(public_key_file)]
+    result = CliRunner().invoke(main, [*pinned, "--expect-digest", latest])
+    assert result.exit_code == 1
+    assert result.stdout.startswith(
+        f"FAILED line {len(short)}: the export ends on checkpoint 3 with digest "
+    )
+    bad = CliRunner().invoke(main, [*pinned, "--expect-digest", "xyz"])
+    assert bad.exit_code == 2 and "64 hex digits" in bad.output

@@ -11,6 +11,7 @@ ACCOUNT = str(uuid.uuid4())
 TRANSFER = str(uuid.uuid4())
 LEDGER_READS = [
     "/v1/ledger/entries",
+    "/v1/ledger/entries/1/proof",
     f"/v1/ledger/accounts/{ACCOUNT}/balance",
     "/v1/ledger/trial-balance",
     "/v1/ledger/checkpoints",
