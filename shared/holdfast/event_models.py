@@ -89,7 +89,10 @@ class TransferData(Open):
     timeout_s: StrictInt | None
     expires_at: datetime | None
     created_at: datetime
-    confirmed_amount: Minor | None
+    confirmed_amount: Minor | None = Field(
+        description="what the confirm posted: the sum of the legs' amounts, or less after a "
+        "partial confirm of a single leg; null until confirmed"
+    )
     resolved_at: datetime | None
 
 

@@ -441,3 +441,36 @@ def test_cloudevents_reserve_and_confirm_across_currencies(
     assert malformed.status_code == 400
     assert malformed.json["code"] == "malformed_request"
     check_invariants(db)
+
+
+def test_a_transfer_stored_before_leg_currencies_reads_and_confirms_in_its_currency(
+    accounts_api: Api, transfers_api: Api, fx: Fx, db: Database
+) -> None:
+    """Rows written before v1.1 keep the currency on the transfer only: their legs inherit it."""
+    bob = open_account(accounts_api, owner="bob")
+    body = {
+        "id": str(uuid.uuid4()),
+        "debit_account_id": fx.customer,
+        "credit_account_id": bob,
+        "amount": 700,
+        "currency": "EUR",
+    }
+    reserved = transfers_api.call("POST", "/v1/transfers", body, **OPS)
+    with db.engine.begin() as c:
+        c.execute(
+            sa.text(
+                "UPDATE transfers SET legs = (SELECT jsonb_agg(leg - 'currency') "
+                "FROM jsonb_array_elements(legs) AS leg) WHERE id = :i"
+            ),
+            {"i": body["id"]},
+        )
+        stored = c.execute(sa.text("SELECT legs FROM transfers WHERE id = :i"), {"i": body["id"]})
+        assert "currency" not in stored.scalar_one()[0]
+    read = transfers_api.call("GET", f"/v1/transfers/{body['id']}", **OPS)
+    assert read.json["legs"] == reserved.json["legs"]
+    again = transfers_api.call("POST", "/v1/transfers", body, **OPS)
+    assert (again.status_code, again.json) == (201, reserved.json)
+    confirmed = transfers_api.call("POST", f"/v1/transfers/{body['id']}/confirm", **OPS)
+    assert confirmed.status_code == 200
+    assert [e[4] for e in entries(db, body["id"])] == ["EUR", "EUR"]
+    check_invariants(db)

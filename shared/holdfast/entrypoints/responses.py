@@ -109,7 +109,10 @@ class Transfer(Closed):
     expires_at: Time | None
     metadata: dict[str, Any]
     created_at: Time
-    confirmed_amount: Minor | None
+    confirmed_amount: Minor | None = Field(
+        description="what the confirm posted: the sum of the legs' amounts, or less after a "
+        "partial confirm of a single leg; null until confirmed"
+    )
     resolved_at: Time | None
 
 
