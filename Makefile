@@ -11,7 +11,7 @@ CHECKOV_STAMP := .venv-checkov/.installed
 # wrapper only builds from source by downloading a binary).
 OPS_STAMP := .venv-ops/.installed
 
-.PHONY: run test test-faults lint types unit integration e2e bench clean
+.PHONY: run test test-faults flakiness lint types unit integration e2e bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ $(OPS_STAMP): Makefile $(STAMP)
 # The integration suite again with the server failing 30% of commits with 40001.
 test-faults: $(STAMP)
 	HOLDFAST_TEST_FAULT_RATE=0.3 $(BIN)/pytest -q -n 2 tests/integration
+
+# Before resolving any issue: the integration suite 5 times in a row, with and without injected
+# 40001s, while two busy processes load the machine. Every run must be green.
+flakiness: $(STAMP)
+	$(BIN)/python tests/flakiness.py --runs 5 --load 2 tests/integration
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

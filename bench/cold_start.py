@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from holdfast.adapters.crypto import write_key_file
 from holdfast.adapters.database import EmbeddedPostgres, create_engine, migrate
+from holdfast.adapters.signing import private_pem
 from holdfast.adapters.tokens import DevIssuer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,7 @@ class Stage:
     database_url: str
     jwks_file: Path
     signing_key_file: Path
+    metadata_keys_file: Path
 
     def environment(self, function: str, port: int) -> dict[str, str]:
         return {
@@ -84,6 +85,7 @@ class Stage:
             "HOLDFAST_DATABASE_URL": self.database_url,
             "HOLDFAST_JWKS_FILE": str(self.jwks_file),
             "HOLDFAST_LEDGER_SIGNING_KEY_FILE": str(self.signing_key_file),
+            "HOLDFAST_METADATA_KEYS_FILE": str(self.metadata_keys_file),
         }
 
     def token(self, scope: str) -> str:
@@ -103,14 +105,10 @@ def staged() -> Iterator[Stage]:
             engine.dispose()
             issuer = DevIssuer(home, issuer="holdfast-dev", audience="holdfast")
             key_file = home / "ledger-signing-key.pem"
-            key_file.write_bytes(
-                Ed25519PrivateKey.generate().private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-            yield Stage(home, url, issuer.write_jwks(), key_file)
+            key_file.write_bytes(private_pem())
+            metadata_keys = home / "metadata-keys.json"
+            write_key_file(metadata_keys, {"bench-1": os.urandom(32)}, "bench-1")
+            yield Stage(home, url, issuer.write_jwks(), key_file, metadata_keys)
         finally:
             database.stop()
 

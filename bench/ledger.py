@@ -34,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
+import local  # bench/local.py: processes built through the composition root
 import sqlalchemy as sa
 
 from holdfast.adapters import ledger as repo
@@ -45,7 +46,7 @@ from holdfast.adapters.database import (
     sqlalchemy_url,
     with_database,
 )
-from holdfast.adapters.signing import Ed25519Keyring, load_signer, public_pem
+from holdfast.adapters.signing import Ed25519Keyring, public_pem
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import SYSTEM
 from holdfast.domain.errors import TransientError
@@ -116,8 +117,8 @@ def seal_loop(url: str, home: str, serializable: bool, stop_at: float) -> None:
     """A sealer process: seal continuously until `stop_at` (a PingSource ticking without pause)."""
     if serializable:
         repo.snapshot = lambda connection, read_only: None  # type: ignore[assignment]
-    db = Database(create_engine(url, pool_size=1))
-    signer = load_signer(None, Path(home))
+    db = local.database(url, home, pool_size=1, cipher=False)
+    signer = local.signer(url, home)
     sealed = 0
     while time.time() < stop_at:
         done = service.seal_pending(db, signer)
@@ -129,7 +130,7 @@ def seal_loop(url: str, home: str, serializable: bool, stop_at: float) -> None:
 
 
 def throughput(url: str, home: str, clients: int, phase_s: float, sealer: str | None) -> float:
-    instances = [Database(create_engine(url, pool_size=clients)) for _ in range(2)]
+    instances = [local.database(url, home, pool_size=clients) for _ in range(2)]
     pairs = [open_accounts(instances[0], 2) for _ in range(clients)]
     process = None
     if sealer is not None:
@@ -203,8 +204,8 @@ def main() -> None:
 
 
 def run(url: str, home: Path, args: argparse.Namespace) -> None:
-    db = Database(create_engine(url, pool_size=4))
-    signer = load_signer(None, home)
+    db = local.database(url, home, pool_size=4)
+    signer = local.signer(url, home)
     made = make_ledger(db, args.entries)
 
     started = time.perf_counter()

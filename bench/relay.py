@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
+import local  # bench/local.py: processes built through the composition root
 
 from holdfast.adapters import outbox, repository
 from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
@@ -239,7 +240,7 @@ def main() -> None:
         url = embedded.start()
         engine = create_engine(url, pool_size=8)
         migrate(engine)
-        db = Database(engine)
+        db = local.database(url, home, pool_size=8, cipher=False)
         sink = Sink()
         try:
             print(f"outbox relay benchmark (python {sys.version.split()[0]}, embedded PostgreSQL)")

@@ -5,27 +5,32 @@ by functions-framework's own app factory."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from holdfast import bootstrap
+from holdfast.adapters.crypto import write_key_file
 from holdfast.adapters.database import (
     Database,
     EmbeddedPostgres,
-    FaultInjector,
     create_engine,
     migrate,
     sqlalchemy_url,
     with_database,
 )
-from holdfast.adapters.tokens import DevIssuer, TokenVerifier
+from holdfast.adapters.signing import private_pem
+from holdfast.adapters.tokens import DevIssuer
 from holdfast.config import Settings
 from holdfast.entrypoints import runtime as runtime_module
 from holdfast.entrypoints.runtime import Runtime
@@ -114,31 +119,102 @@ def scratch_database(server_url: str, prefix: str, *, template: str | None) -> I
         admin.dispose()
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    # HOLDFAST_TEST_FAULT_RATE=0.3 runs the suite with the server failing that share of
-    # commits with 40001, as CockroachDB restarts transactions (`make test-faults`).
-    rate = float(os.environ.get("HOLDFAST_TEST_FAULT_RATE", "0"))
-    faults = FaultInjector(rate) if rate > 0 else None
-    database = Database(create_engine(database_url, pool_size=8), faults=faults)
-    try:
-        yield database
-    finally:
-        database.dispose()
+@dataclass(frozen=True)
+class KeyFiles:
+    """A test's key files, as a deployment mounts its secrets."""
+
+    metadata: Path
+    signing: Path
+    jwks: Path
 
 
 @pytest.fixture
 def issuer(tmp_path: Path) -> DevIssuer:
-    return DevIssuer(tmp_path / "home", issuer="holdfast-test", audience="holdfast")
+    return DevIssuer(tmp_path / "issuer", issuer="holdfast-test", audience="holdfast")
 
 
 @pytest.fixture
-def runtime(db: Database, issuer: DevIssuer, tmp_path: Path) -> Iterator[Runtime]:
-    settings = Settings.from_env(
-        {"HOLDFAST_HOME": str(tmp_path / "home"), "HOLDFAST_JWT_ISSUER": "holdfast-test"}
+def key_files(tmp_path: Path, issuer: DevIssuer) -> KeyFiles:
+    secrets = tmp_path / "secrets"
+    metadata = secrets / "metadata-keys.json"
+    write_key_file(metadata, {"test-1": os.urandom(32)}, "test-1")
+    signing = secrets / "ledger-signing-key.pem"
+    signing.write_bytes(private_pem())
+    jwks = secrets / "jwks.json"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    return KeyFiles(metadata, signing, jwks)
+
+
+def fault_environment(request: pytest.FixtureRequest) -> dict[str, str]:
+    """HOLDFAST_TEST_FAULT_RATE=0.3 runs the suite with the server failing that share of
+    commits with 40001, as CockroachDB restarts transactions (`make test-faults`). The seed
+    is per test (HOLDFAST_TEST_FAULT_SEED replays one) and printed: pytest shows it with a
+    failing test's output."""
+    rate = os.environ.get("HOLDFAST_TEST_FAULT_RATE", "0")
+    if float(rate) <= 0:
+        return {}
+    seed = os.environ.get("HOLDFAST_TEST_FAULT_SEED") or str(random.SystemRandom().getrandbits(32))
+    print(
+        f"[faults] {rate} of commits fail with 40001, seed {seed}; replay with "
+        f"HOLDFAST_TEST_FAULT_RATE={rate} HOLDFAST_TEST_FAULT_SEED={seed} "
+        f"pytest '{request.node.nodeid}'"
     )
-    verifier = TokenVerifier(issuer.jwks(), issuer="holdfast-test", audience="holdfast")
-    rt = Runtime(settings=settings, db=db, verifier=verifier)
+    return {"HOLDFAST_FAULT_SERIALIZATION_RATE": rate, "HOLDFAST_FAULT_SEED": seed}
+
+
+@pytest.fixture
+def settings(
+    database_url: str, key_files: KeyFiles, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
+    """What a deployed function reads from its environment: the database, the three key
+    files and the token issuer. Everything the tests build goes through holdfast.bootstrap
+    with these, as every process does with its own."""
+    return Settings.from_env(
+        {
+            "HOLDFAST_HOME": str(tmp_path / "home"),
+            "HOLDFAST_DATABASE_URL": database_url,
+            "HOLDFAST_METADATA_KEYS_FILE": str(key_files.metadata),
+            "HOLDFAST_LEDGER_SIGNING_KEY_FILE": str(key_files.signing),
+            "HOLDFAST_JWKS_FILE": str(key_files.jwks),
+            "HOLDFAST_JWT_ISSUER": "holdfast-test",
+            **fault_environment(request),
+        }
+    )
+
+
+@pytest.fixture
+def make_db(settings: Settings) -> Iterator[Callable[..., Database]]:
+    """More instances of the database, as other processes would build them: `make_db(
+    pool_size=4)`; `cipher=False` for one that holds no metadata key (the ledger, the relay)."""
+    made: list[Database] = []
+
+    def make(*, pool_size: int = 8, cipher: bool = True, faults: bool = True) -> Database:
+        configured = settings if faults else replace(settings, fault_serialization_rate=0.0)
+        database = bootstrap.database(
+            configured,
+            application_name="holdfast-test",
+            cipher=bootstrap.metadata_cipher(settings) if cipher else None,
+            pool_size=pool_size,
+        )
+        made.append(database)
+        return database
+
+    yield make
+    for database in made:
+        database.dispose()
+
+
+@pytest.fixture
+def db(make_db: Callable[..., Database]) -> Database:
+    return make_db()
+
+
+@pytest.fixture
+def runtime(db: Database, settings: Settings) -> Iterator[Runtime]:
+    """The process-wide runtime of a function, built by the same root as in a deployment:
+    it holds every key a function may need (accounts, transfers and ledger share it)."""
+    keys = bootstrap.keys(settings, metadata=True, signing=True, tokens=True)
+    rt = Runtime.from_settings(settings, "transfers", keys=keys, db=db)
     runtime_module.install(rt)
     try:
         yield rt

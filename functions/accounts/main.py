@@ -7,8 +7,12 @@ import functions_framework
 from flask import Request, Response
 from werkzeug.exceptions import HTTPException
 
+from holdfast.entrypoints import runtime
 from holdfast.entrypoints.accounts import api
 from holdfast.entrypoints.web import framework_error
+
+# A key or setting this function needs and was not given stops it here, by name.
+runtime.start("accounts")
 
 
 @functions_framework.http

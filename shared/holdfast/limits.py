@@ -53,7 +53,6 @@ ledger_seal_batch_entries: Final = 5_000  # entries a sealing transaction starts
 # A batch is completed to whole transfers, so a checkpoint may hold a few more entries.
 ledger_checkpoint_entries_max: Final = ledger_seal_batch_entries + 2 * transfer_legs_max
 ledger_seal_batches_per_tick_max: Final = 20  # checkpoints one tick may seal
-ledger_seal_races_max: Final = 3  # tries when another sealer took the same checkpoint number
 ledger_export_page_entries: Final = 5_000  # entries read in one transaction of an export
 
 # How often the relay measures the outbox backlog for its gauges.

@@ -44,7 +44,12 @@ REQUIRED["ledger"] |= {"HOLDFAST_LEDGER_SIGNING_KEY_FILE"}
 REQUIRED["accounts"] |= {"HOLDFAST_METADATA_KEYS_FILE"}
 REQUIRED["transfers"] |= {"HOLDFAST_METADATA_KEYS_FILE"}
 # Variables that must never reach a cluster.
-FORBIDDEN = {"HOLDFAST_FAULT_SERIALIZATION_RATE", "HOLDFAST_PROJECT_DIR"}
+FORBIDDEN = {
+    "HOLDFAST_FAULT_SERIALIZATION_RATE",
+    "HOLDFAST_FAULT_SEED",
+    "HOLDFAST_PROJECT_DIR",
+    "HOLDFAST_DEV_KEYS",  # local development only: it makes keys under HOLDFAST_HOME
+}
 # Each workload logs in as its own database user: its own key of the holdfast-database Secret.
 DATABASE_KEYS = {
     "accounts": "accounts",
@@ -262,7 +267,7 @@ def sqlite_runtime(tmp_path: Path) -> Iterator[Runtime]:
     issuer = DevIssuer(tmp_path, issuer="t", audience="t")
     runtime = Runtime(
         settings=settings,
-        db=Database(sa.create_engine("sqlite://")),
+        db=Database(sa.create_engine("sqlite://"), cipher=None),
         verifier=TokenVerifier(issuer.jwks(), issuer="t", audience="t"),
     )
     runtime_module.install(runtime)
@@ -302,7 +307,7 @@ def test_readiness_fails_when_the_database_does_not_answer(tmp_path: Path) -> No
     runtime_module.install(
         Runtime(
             settings=settings,
-            db=Database(unreachable),
+            db=Database(unreachable, cipher=None),
             verifier=TokenVerifier(issuer.jwks(), issuer="t", audience="t"),
         )
     )

@@ -28,7 +28,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from holdfast.adapters.database import Database, create_engine, sqlalchemy_url
 from holdfast.adapters.relay import Claimed
-from holdfast.adapters.signing import load_signer
+from holdfast.adapters.signing import load_dev_signer
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import SYSTEM
 from holdfast.domain.transfers import CancelCommand, ConfirmCommand, Leg, ReserveCommand
@@ -133,11 +133,11 @@ def logins(database_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def as_login(logins: dict[str, str]) -> Iterator[Any]:
+def as_login(logins: dict[str, str], db: Database) -> Iterator[Any]:
     opened: list[Database] = []
 
     def connect(name: str) -> Database:
-        database = Database(create_engine(logins[name], pool_size=2))
+        database = Database(create_engine(logins[name], pool_size=2), cipher=db.cipher)
         opened.append(database)
         return database
 
@@ -347,7 +347,7 @@ def test_the_ledger_login_seals_and_serves_the_auditor(
     operations = [transfers.Operation(reserve(funding, customer, immediate=True), SYSTEM)]
     transfers.execute(db, operations)
     fn = as_login("ledger")
-    signer = load_signer(None, tmp_path)
+    signer = load_dev_signer(tmp_path)
     sealed = ledger.seal_pending(fn, signer)
     assert [c.number for c in sealed] == [1]
     assert len(ledger.list_entries(fn, account_id=None, transfer_id=None, after=0, limit=10)) == 2

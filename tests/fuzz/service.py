@@ -13,7 +13,6 @@ import functions_framework
 
 from holdfast.adapters.tokens import DevIssuer
 from holdfast.entrypoints import gateway
-from holdfast.entrypoints import ledger as ledger_entrypoint
 from holdfast.entrypoints import runtime as runtime_module
 from holdfast.entrypoints.runtime import Runtime
 from holdfast.services import ledger as ledger_service
@@ -82,5 +81,5 @@ def seed(client: Any, issuer: DevIssuer, runtime: Runtime, owner: str = "fuzz") 
         back = {"debit_account_id": account, "credit_account_id": bank, "amount": 10 + index}
         post("/v1/transfers", {"id": held, "currency": "EUR", **back, "timeout_s": 86_400})
         made.transfers += [paid, held]
-    ledger_service.seal_pending(runtime.db, ledger_entrypoint.signer(runtime))
+    ledger_service.seal_pending(runtime.db, runtime.ledger_signer)
     return made

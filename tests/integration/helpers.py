@@ -49,6 +49,21 @@ def pay(transfers: Api, debit: str, credit: str, amount: int) -> dict[str, Any]:
     return dict(response.json)
 
 
+def lapse(db: Database, transfer_id: str | uuid.UUID) -> None:
+    """The clock passes the reservation's `expires_at`: moved just into the past, in the
+    transfer and its holds, so expiry is tested without sleeping (and without racing a
+    busy machine's clock)."""
+    with db.engine.begin() as c:
+        for table, key in (("transfers", "id"), ("holds", "transfer_id")):
+            c.execute(
+                sa.text(
+                    f"UPDATE {table} SET expires_at = now() - interval '1 millisecond' "
+                    f"WHERE {key} = :i"
+                ),
+                {"i": str(transfer_id)},
+            )
+
+
 def check_invariants(db: Database) -> None:
     """What must hold after any sequence of operations, read straight from the tables."""
     with db.engine.connect() as c:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -29,13 +29,9 @@ OPS = Actor("ops", frozenset({"operator"}))
 
 
 @pytest.fixture
-def instances(database_url: str) -> Iterator[list[Database]]:
-    made = [Database(create_engine(database_url, pool_size=4)) for _ in range(4)]
-    try:
-        yield made
-    finally:
-        for database in made:
-            database.dispose()
+def instances(make_db: Callable[..., Database]) -> list[Database]:
+    """Four function instances (processes) on one database."""
+    return [make_db(pool_size=4) for _ in range(4)]
 
 
 def open_account(db: Database, limit: int | None = 0) -> uuid.UUID:
@@ -192,39 +188,34 @@ def test_duplicate_reserves_racing_give_one_hold_and_identical_answers(
     check_invariants(db)
 
 
-def test_retries_recover_from_injected_serialization_failures(database_url: str) -> None:
-    faults = FaultInjector(rate=0.5, seed=7)
-    db = Database(create_engine(database_url, pool_size=4), faults=faults)
-    try:
-        customer, payee = funded_account(db, 1_000)
-        for _ in range(20):
-            assert one(db, reserve(customer, payee, 10)).error is None
-        assert faults.injected > 5
-        assert db.retries == faults.injected
-        assert accounts.get_account(db, customer, OPS).available == 800
-        check_invariants(db)
-    finally:
-        db.dispose()
+def test_retries_recover_from_injected_serialization_failures(
+    make_db: Callable[..., Database],
+) -> None:
+    db = make_db(pool_size=4, faults=False)
+    db.faults = faults = FaultInjector(rate=0.5, seed=7)
+    customer, payee = funded_account(db, 1_000)
+    for _ in range(20):
+        assert one(db, reserve(customer, payee, 10)).error is None
+    assert faults.injected > 5
+    assert db.retries == faults.injected
+    assert accounts.get_account(db, customer, OPS).available == 800
+    check_invariants(db)
 
 
 def test_retries_are_bounded_and_a_failed_transaction_changes_nothing(
-    database_url: str, db: Database
+    make_db: Callable[..., Database], db: Database
 ) -> None:
     from holdfast.domain.errors import SerializationFailure
     from tests.conftest import snapshot
 
     customer, payee = funded_account(db, 1_000)
     before = snapshot(db)
-    always = Database(
-        create_engine(database_url, pool_size=2), faults=FaultInjector(rate=1.0), attempts_max=4
-    )
-    try:
-        with pytest.raises(SerializationFailure):
-            one(always, reserve(customer, payee, 10))
-        assert always.faults is not None and always.faults.injected == 4
-        assert always.retries == 3
-    finally:
-        always.dispose()
+    always = make_db(pool_size=2, faults=False)
+    always.faults, always.attempts_max = FaultInjector(rate=1.0), 4
+    with pytest.raises(SerializationFailure):
+        one(always, reserve(customer, payee, 10))
+    assert always.faults.injected == 4
+    assert always.retries == 3
     assert snapshot(db) == before
 
 
@@ -232,9 +223,9 @@ def test_a_dropped_connection_is_retried_transparently(db: Database, server_url:
     from sqlalchemy import text
 
     customer, payee = funded_account(db, 100)  # the pool now holds live connections
-    admin = Database(create_engine(server_url, pool_size=1))
+    admin = create_engine(server_url, pool_size=1)
     try:
-        with admin.engine.connect() as c:
+        with admin.connect() as c:
             killed = c.execute(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

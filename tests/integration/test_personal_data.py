@@ -5,21 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from cryptography.exceptions import InvalidTag
 
+from holdfast import bootstrap
 from holdfast.adapters.crypto import MetadataCipher, key_id_of, write_key_file
-from holdfast.adapters.database import Database, create_engine
+from holdfast.adapters.database import Database
+from holdfast.config import Settings
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import SYSTEM
 from holdfast.entrypoints.cli import main
 from holdfast.services import accounts
-from holdfast.services.keys import rotate_metadata_keys
-from tests.conftest import Api
+from tests.conftest import Api, KeyFiles
 from tests.integration.helpers import funded, open_account
 
 NAME = "Alice Example"
@@ -60,8 +60,9 @@ def test_metadata_is_sealed_in_the_database_and_open_through_the_api(
             ),
             {"i": account_id},
         ).one()
-    assert sealed.metadata == {} and sealed.metadata_key_id == db.cipher.active
-    assert key_id_of(bytes(sealed.metadata_sealed)) == db.cipher.active
+    # Sealed under the key of HOLDFAST_METADATA_KEYS_FILE (the test's key file), by id.
+    assert sealed.metadata == {} and sealed.metadata_key_id == "test-1"
+    assert key_id_of(bytes(sealed.metadata_sealed)) == "test-1"
     # Replaying the transfer still compares its metadata (by digest): same is same, other is other.
     assert transfers_api.call("POST", "/v1/transfers", transfer).status_code == 201
     changed = transfers_api.call(
@@ -82,17 +83,17 @@ def test_a_sealed_value_opens_only_on_its_own_row() -> None:
         cipher.open(tampered, row_id="row-1")
 
 
-def test_rotation_reseals_every_row_and_old_keys_can_then_go(database_url: str) -> None:
-    old = MetadataCipher({"old": b"\x02" * 32}, "old")
-    first = Database(create_engine(database_url, pool_size=2), cipher=old)
+def test_rotation_reseals_every_row_and_old_keys_can_then_go(
+    settings: Settings, key_files: KeyFiles, db: Database
+) -> None:
+    """Through the composition root, as deployed: a function's database, the `holdfast keys`
+    commands on the configured key file, then the old key removed from it."""
     ids = [uuid.uuid4() for _ in range(7)]
     for i in ids:
         accounts.open_account(
-            first,
-            OpenAccount(i, "EUR", "o", NormalBalance.CREDIT, 0, {"name": f"{NAME} {i}"}),
-            SYSTEM,
+            db, OpenAccount(i, "EUR", "o", NormalBalance.CREDIT, 0, {"name": f"{NAME} {i}"}), SYSTEM
         )
-    with first.engine.begin() as c:  # a row from before sealing existed: plaintext
+    with db.engine.begin() as c:  # a row from before sealing existed: plaintext
         legacy = uuid.uuid4()
         c.execute(
             sa.text(
@@ -102,48 +103,50 @@ def test_rotation_reseals_every_row_and_old_keys_can_then_go(database_url: str) 
             ),
             {"i": legacy, "m": json.dumps({"name": NAME})},
         )
-    first.dispose()
-    both = MetadataCipher({"old": b"\x02" * 32, "new": b"\x03" * 32}, "new")
-    second = Database(create_engine(database_url, pool_size=2), cipher=both)
-    try:
-        assert rotate_metadata_keys(second, batch_max=3) == {"accounts": 8, "transfers": 0}
-        assert rotate_metadata_keys(second) == {"accounts": 0, "transfers": 0}
-    finally:
-        second.dispose()
-    only_new = Database(
-        create_engine(database_url, pool_size=2),
-        cipher=MetadataCipher({"new": b"\x03" * 32}, "new"),
+    env = cli_environment(settings)
+    runner = CliRunner()
+    added = runner.invoke(main, ["keys", "add", "--id", "test-2"], env=env)
+    assert added.exit_code == 0, added.output
+    document = json.loads(key_files.metadata.read_text())
+    assert (
+        document["active"] == "test-2" and len(base64.b64decode(document["keys"]["test-2"])) == 32
+    )
+    rotated = runner.invoke(main, ["keys", "rotate"], env=env)
+    assert rotated.exit_code == 0, rotated.output
+    assert "re-sealed with key test-2: 8 accounts, 0 transfers" in rotated.output
+    assert runner.invoke(main, ["keys", "rotate"], env=env).output.endswith(
+        "0 accounts, 0 transfers\n"
+    )
+    again = runner.invoke(main, ["keys", "add", "--id", "test-2"], env=env)
+    assert again.exit_code != 0
+    with db.engine.connect() as c:
+        key_ids = c.execute(sa.text("SELECT DISTINCT metadata_key_id FROM accounts")).scalars()
+        assert set(key_ids) == {"test-2"}
+    # The running function (built before the new key existed) reads the file again when it
+    # meets the new key, and seals from then on with it.
+    assert accounts.get_account(db, ids[0], SYSTEM).metadata["name"].startswith(NAME)
+    assert db.cipher.active == "test-2"
+    # The old key can go: a function started with only the new key reads every row.
+    write_key_file(
+        key_files.metadata, {"test-2": base64.b64decode(document["keys"]["test-2"])}, "test-2"
+    )
+    restarted = bootstrap.database(
+        settings, application_name="test", cipher=bootstrap.metadata_cipher(settings)
     )
     try:
         for i in [*ids, legacy]:
-            assert accounts.get_account(only_new, i, SYSTEM).metadata["name"].startswith(NAME)
-        assert NAME not in raw_rows(only_new, "accounts")
+            assert accounts.get_account(restarted, i, SYSTEM).metadata["name"].startswith(NAME)
+        assert NAME not in raw_rows(restarted, "accounts")
+        assert not restarted.cipher.knows("test-1")
     finally:
-        only_new.dispose()
+        restarted.dispose()
 
 
-def test_keys_cli_adds_a_key_and_rotates(database_url: str, tmp_path: Path) -> None:
-    key_file = tmp_path / "metadata-keys.json"
-    write_key_file(key_file, {"k1": b"\x04" * 32}, "k1")
-    env = {
-        "HOLDFAST_DATABASE_URL": database_url,
-        "HOLDFAST_METADATA_KEYS_FILE": str(key_file),
-        "HOLDFAST_HOME": str(tmp_path / "home"),
+def cli_environment(settings: Settings) -> dict[str, str]:
+    """The environment a CLI run next to the functions has (the same settings)."""
+    assert settings.metadata_keys_file is not None and settings.database_url is not None
+    return {
+        "HOLDFAST_DATABASE_URL": settings.database_url,
+        "HOLDFAST_METADATA_KEYS_FILE": str(settings.metadata_keys_file),
+        "HOLDFAST_HOME": str(settings.home),
     }
-    db = Database(
-        create_engine(database_url, pool_size=1), cipher=MetadataCipher.from_file(key_file)
-    )
-    accounts.open_account(
-        db, OpenAccount(uuid.uuid4(), "EUR", "o", NormalBalance.CREDIT, 0, {"name": NAME}), SYSTEM
-    )
-    db.dispose()
-    runner = CliRunner()
-    added = runner.invoke(main, ["keys", "add", "--file", str(key_file), "--id", "k2"], env=env)
-    assert added.exit_code == 0, added.output
-    document = json.loads(key_file.read_text())
-    assert document["active"] == "k2" and len(base64.b64decode(document["keys"]["k2"])) == 32
-    rotated = runner.invoke(main, ["keys", "rotate"], env=env)
-    assert rotated.exit_code == 0, rotated.output
-    assert "1 accounts" in rotated.output and "k2" in rotated.output
-    again = runner.invoke(main, ["keys", "add", "--file", str(key_file), "--id", "k2"], env=env)
-    assert again.exit_code != 0

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -35,7 +36,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from holdfast.adapters.database import Database, FaultInjector, create_engine
+from holdfast import bootstrap
+from holdfast.adapters.database import Database
+from holdfast.config import Settings
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import Actor
 from holdfast.domain.transfers import CancelCommand, ConfirmCommand, Leg, ReserveCommand
@@ -100,9 +103,7 @@ class TransferMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        url = self.database_factory()  # type: ignore[operator]
-        faults = FaultInjector(self.fault_rate, seed=1) if self.fault_rate else None
-        self.db = Database(create_engine(url, pool_size=2), faults=faults)
+        self.db: Database = self.database_factory(self.fault_rate)  # type: ignore[operator]
         self.model = Model()
         self.accounts: list[uuid.UUID] = []
         self.last_reserve: dict[uuid.UUID, ReserveCommand] = {}
@@ -330,13 +331,29 @@ class TransferMachine(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def database_factory(server_url: str, template_url: str) -> Iterator[object]:
-    """Each hypothesis example gets a fresh migrated database (all dropped at the end)."""
+def database_factory(
+    server_url: str, template_url: str, settings: Settings
+) -> Iterator[Callable[[float], Database]]:
+    """Each hypothesis example gets a fresh migrated database (all dropped at the end), built
+    by the composition root with the test's keys and the machine's own fault rate."""
     with contextlib.ExitStack() as stack:
-        yield lambda: stack.enter_context(scratch_database(server_url, "sm_", template=TEMPLATE))
+
+        def make(fault_rate: float) -> Database:
+            url = stack.enter_context(scratch_database(server_url, "sm_", template=TEMPLATE))
+            configured = replace(
+                settings, database_url=url, fault_serialization_rate=fault_rate, fault_seed=1
+            )
+            return bootstrap.database(
+                configured,
+                application_name="state-machine",
+                cipher=bootstrap.metadata_cipher(settings),
+                pool_size=2,
+            )
+
+        yield make
 
 
-SETTINGS = settings(
+SETTINGS = hypothesis_settings(
     max_examples=20,
     stateful_step_count=25,
     deadline=None,

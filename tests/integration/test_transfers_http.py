@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from holdfast.services import transfers as transfer_service
 from tests.conftest import Api, snapshot
-from tests.integration.helpers import OPS, check_invariants, funded, open_account
+from tests.integration.helpers import OPS, check_invariants, funded, lapse, open_account
 
 
 @pytest.fixture
@@ -368,11 +369,11 @@ def test_immediate_transfer_confirms_in_one_step(
 def test_expired_funds_are_available_at_expires_at_without_a_sweep(
     accounts_api: Api, transfers_api: Api, alice: str, bob: str, db
 ) -> None:
-    body = reserve_body(alice, bob, 10_000, timeout_s=1)
+    body = reserve_body(alice, bob, 10_000)
     reserved = transfers_api.call("POST", "/v1/transfers", body).json
     refused = transfers_api.call("POST", "/v1/transfers", reserve_body(alice, bob, 1))
     assert refused.json["code"] == "insufficient_funds"
-    time.sleep(1.05)
+    lapse(db, body["id"])
     # No sweep ran: the hold row is still there, yet every read and reserve sees it gone.
     assert len(snapshot(db)["holds"]) == 2
     assert transfers_api.call("GET", f"/v1/transfers/{body['id']}").json["state"] == "expired"
@@ -387,17 +388,36 @@ def test_expired_funds_are_available_at_expires_at_without_a_sweep(
     check_invariants(db)
 
 
+def test_a_one_second_reservation_reads_as_expired_once_its_second_has_passed(
+    accounts_api: Api, transfers_api: Api, alice: str, bob: str, db
+) -> None:
+    """The real clock, no sweep: polled until the database's clock passes expires_at (a
+    busy machine only makes that later, never wrong)."""
+    body = reserve_body(alice, bob, 10_000, timeout_s=1)
+    reserved = transfers_api.call("POST", "/v1/transfers", body).json
+    expires_at = datetime.fromisoformat(reserved["expires_at"])
+    deadline = time.monotonic() + 60
+    while transfers_api.call("GET", f"/v1/transfers/{body['id']}").json["state"] == "reserved":
+        assert time.monotonic() < deadline, "still reserved a minute after expires_at"
+        time.sleep(0.05)
+    with db.engine.connect() as c:
+        now = c.execute(sa.text("SELECT now()")).scalar_one()
+    assert now >= expires_at
+    assert len(snapshot(db)["holds"]) == 2  # expired at read time, before any sweep
+    assert balance(accounts_api, alice)["available"] == 10_000
+
+
 def test_the_sweep_expires_lapsed_holds_in_bounded_batches(
     accounts_api: Api, transfers_api: Api, alice: str, bob: str, runtime, db
 ) -> None:
     ids = []
     for _ in range(5):
-        body = reserve_body(alice, bob, 100, timeout_s=1)
+        body = reserve_body(alice, bob, 100)
         transfers_api.call("POST", "/v1/transfers", body)
         ids.append(body["id"])
+        lapse(db, body["id"])
     live = reserve_body(alice, bob, 100, timeout_s=600)
     transfers_api.call("POST", "/v1/transfers", live)
-    time.sleep(1.05)
     assert transfer_service.sweep_expired(runtime.db, batch_max=2) == 2
     assert transfer_service.sweep_expired(runtime.db, batch_max=10) == 3
     assert transfer_service.sweep_expired(runtime.db, batch_max=10) == 0
@@ -421,9 +441,9 @@ def test_the_sweep_expires_lapsed_holds_in_bounded_batches(
 
 
 def test_a_ping_event_runs_the_sweep(transfers_api: Api, alice: str, bob: str, db) -> None:
-    body = reserve_body(alice, bob, 100, timeout_s=1)
+    body = reserve_body(alice, bob, 100)
     transfers_api.call("POST", "/v1/transfers", body)
-    time.sleep(1.05)
+    lapse(db, body["id"])
     response = transfers_api.client.post(
         "/",
         headers={

@@ -32,7 +32,7 @@ from holdfast.adapters.database import (
     create_engine,
     sqlalchemy_url,
 )
-from holdfast.adapters.signing import DEV_KEY, Ed25519Signer, load_signer, public_pem
+from holdfast.adapters.signing import DEV_KEY, Ed25519Signer, load_dev_signer, public_pem
 from holdfast.domain.accounts import NormalBalance, OpenAccount
 from holdfast.domain.actors import SYSTEM
 from holdfast.domain.transfers import Leg, ReserveCommand
@@ -177,7 +177,7 @@ def test_a_backup_taken_under_load_restores_a_whole_ledger(
     db: Database, database_url: str, restored_url: str, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    signer = load_signer(None, home)
+    signer = load_dev_signer(home)
     public_key = tmp_path / "ledger-public.pem"
     public_key.write_text(public_pem(signer.public_key))
     account_ids = open_accounts(db)
@@ -213,7 +213,7 @@ def test_a_backup_taken_under_load_restores_a_whole_ledger(
             str(tmp_path / "holdfast.dump"),
         ]
     )
-    restored = Database(create_engine(restored_url, pool_size=2))
+    restored = Database(create_engine(restored_url, pool_size=2), cipher=None)
     try:
         with restored.engine.connect() as connection:
             found = read_truth(connection)

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from holdfast.entrypoints import ledger as ledger_entrypoint
 from holdfast.entrypoints import openapi
 from holdfast.services import ledger as ledger_service
 from tests.conftest import snapshot
@@ -98,7 +97,7 @@ TOKENS = {"none": "", **{scope: scope for scope in SCOPES}, "all": EVERY_SCOPE}
 
 
 def seal(runtime: Any) -> None:
-    ledger_service.seal_pending(runtime.db, ledger_entrypoint.signer(runtime))
+    ledger_service.seal_pending(runtime.db, runtime.ledger_signer)
 
 
 def test_every_endpoint_under_every_scope(http: Http, world: World, runtime, db) -> None:

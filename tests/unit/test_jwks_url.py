@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from holdfast.adapters.tokens import DevIssuer, TokenVerifier
+from holdfast.bootstrap import token_verifier as verifier
 from holdfast.config import Settings
 from holdfast.domain.errors import Unauthorized
-from holdfast.entrypoints.runtime import verifier
 
 
 @pytest.fixture

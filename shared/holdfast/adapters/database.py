@@ -33,8 +33,13 @@ from tenacity import (
 )
 
 from holdfast import limits, telemetry
-from holdfast.adapters.crypto import INSECURE_DEFAULT, MetadataCipher
-from holdfast.domain.errors import ConcurrentInsert, SerializationFailure, TransientError
+from holdfast.adapters.crypto import MetadataCipher
+from holdfast.domain.errors import (
+    ConcurrentInsert,
+    InvariantViolation,
+    SerializationFailure,
+    TransientError,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -123,23 +128,33 @@ class FaultInjector:
 
 
 class Database:
-    """An engine plus the retry loop that owns every transaction (and the metadata cipher)."""
+    """An engine plus the retry loop that owns every transaction (and the metadata cipher).
+
+    Built by `holdfast.bootstrap.database`, which passes the configured cipher; `cipher=None`
+    is a process that handles no personal data, and reaching for the cipher there fails.
+    """
 
     def __init__(
         self,
         engine: Engine,
         *,
+        cipher: MetadataCipher | None,
         attempts_max: int = limits.transaction_attempts_max,
         faults: FaultInjector | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
-        cipher: MetadataCipher = INSECURE_DEFAULT,
     ) -> None:
         self.engine = engine
-        self.cipher = cipher  # seals personal data (metadata) at rest
+        self._cipher = cipher  # seals personal data (metadata) at rest
         self.attempts_max = attempts_max
         self.faults = faults
         self.on_retry = on_retry
         self.retries = 0
+
+    @property
+    def cipher(self) -> MetadataCipher:
+        if self._cipher is None:
+            raise InvariantViolation("this process was built without a metadata key")
+        return self._cipher
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """Run `work` in one SERIALIZABLE transaction; commit if it returns, else roll back."""

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Row
 
 from holdfast import telemetry
 from holdfast.adapters import tables as t
-from holdfast.adapters.crypto import MetadataCipher
+from holdfast.adapters.crypto import MetadataCipher, key_id_of
 from holdfast.adapters.database import translate_driver_error
 from holdfast.domain.accounts import Account, NormalBalance, Status
 from holdfast.domain.errors import require
@@ -47,11 +47,8 @@ def _open(row: Row[Any], cipher: MetadataCipher) -> dict[str, Any]:
 
 def _sealed(cipher: MetadataCipher, row_id: UUID, metadata: dict[str, Any]) -> dict[str, Any]:
     """Column values that store `metadata` sealed, with the plaintext column left empty."""
-    return {
-        "metadata": {},
-        "metadata_sealed": cipher.seal(metadata, row_id=str(row_id)),
-        "metadata_key_id": cipher.active,
-    }
+    sealed = cipher.seal(metadata, row_id=str(row_id))
+    return {"metadata": {}, "metadata_sealed": sealed, "metadata_key_id": key_id_of(sealed)}
 
 
 def _account(row: Row[Any], cipher: MetadataCipher) -> Account:

@@ -30,6 +30,16 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def private_pem(key: Ed25519PrivateKey | None = None) -> bytes:
+    """`key` (a new one if None) as unencrypted PKCS#8 PEM: what a signing key file holds."""
+    key = key or Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def public_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -72,27 +82,26 @@ class Ed25519Keyring:
         return True
 
 
-def load_signer(key_file: Path | None, home: Path) -> Ed25519Signer:
-    """The configured signing key, or the dev key under HOLDFAST_HOME (made on first use)."""
-    path = key_file
-    if path is None:
-        path = home / DEV_KEY
-        if not path.exists():
-            _create_dev_key(path)
+def load_signer(path: Path) -> Ed25519Signer:
+    """The signing key in `path` (PKCS#8 PEM, Ed25519)."""
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return Ed25519Signer(loaded)
 
 
+def load_dev_signer(home: Path) -> Ed25519Signer:
+    """Local development's key under HOLDFAST_HOME, made on first use."""
+    path = home / DEV_KEY
+    if not path.exists():
+        _create_dev_key(path)
+    return load_signer(path)
+
+
 def _create_dev_key(path: Path) -> None:
     """Write a new key once: concurrent first users race on a hard link, one key wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    pem = private_pem()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:

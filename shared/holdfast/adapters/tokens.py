@@ -18,6 +18,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from holdfast.adapters.signing import private_pem
 from holdfast.domain.actors import Actor
 from holdfast.domain.errors import Unauthorized
 
@@ -43,6 +44,11 @@ class TokenVerifier:
         self.audience = audience
         self._cache: OrderedDict[str, tuple[Actor, float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, path: Path, *, issuer: str, audience: str) -> TokenVerifier:
+        jwks: dict[str, Any] = json.loads(path.read_text())
+        return cls(jwks, issuer=issuer, audience=audience)
 
     @classmethod
     def from_url(cls, url: str, *, issuer: str, audience: str) -> TokenVerifier:
@@ -123,11 +129,7 @@ class DevIssuer:
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+            pem = private_pem(key)
             tmp = self.path.with_suffix(".tmp")
             tmp.write_bytes(pem)
             tmp.chmod(0o600)

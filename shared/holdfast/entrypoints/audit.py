@@ -8,19 +8,18 @@ Both exit 0 with a summary line when everything holds, 1 naming the first thing 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from sqlalchemy.exc import ProgrammingError
 
-from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine
-from holdfast.adapters.signing import DEV_KEY, Ed25519Keyring, load_public_key, load_signer
-from holdfast.config import Settings
+from holdfast import bootstrap
+from holdfast.adapters.signing import DEV_KEY, Ed25519Keyring, load_public_key
+from holdfast.config import MissingKey, Settings
 from holdfast.domain.ledger import TamperDetected, Verifier
 from holdfast.services import ledger as service
 
@@ -83,25 +82,6 @@ def verify(file: Path, public_keys: KeyFiles) -> None:
     click.echo(summary.line())
 
 
-@contextmanager
-def _database(settings: Settings) -> Iterator[Database]:
-    """The configured database, or the embedded one (left running if it already was)."""
-    embedded = None
-    url = settings.database_url
-    if url is None:
-        already_running = (settings.home / "pgdata" / "postmaster.pid").exists()
-        server = EmbeddedPostgres(settings.home)
-        url = server.start()
-        embedded = None if already_running else server
-    db = Database(create_engine(url, pool_size=2, application_name="holdfast-audit"))
-    try:
-        yield db
-    finally:
-        db.dispose()
-        if embedded is not None:
-            embedded.stop()
-
-
 @audit.command()
 @click.option(
     "--public-key",
@@ -115,11 +95,13 @@ def check(public_keys: KeyFiles, last: int | None) -> None:
     """Recompute the checkpoints from the database and report every difference."""
     settings = Settings.from_env()
     keyring = _keyring(public_keys)
-    configured = settings.ledger_signing_key_file
-    if configured is not None or (settings.home / DEV_KEY).exists():
-        own = load_signer(configured, settings.home)
-        keyring.keys[own.key_id] = own.public_key
-    with _database(settings) as db:
+    if settings.ledger_signing_key_file is not None or (settings.home / DEV_KEY).exists():
+        with contextlib.suppress(MissingKey):  # a dev key, but not on the dev database
+            own = bootstrap.ledger_signer(settings)
+            keyring.keys[own.key_id] = own.public_key
+    with bootstrap.local_database(
+        settings, application_name="holdfast-audit", cipher=None, migrated=False
+    ) as db:
         try:
             first = None
             if last is not None:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from holdfast import bootstrap
 from holdfast.adapters.crypto import MetadataCipher, write_key_file
-from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
 from holdfast.adapters.tokens import SCOPES, DevIssuer
-from holdfast.config import Settings
+from holdfast.config import MissingSetting, Settings
 from holdfast.entrypoints.audit import audit
-from holdfast.entrypoints.runtime import metadata_cipher
 from holdfast.services.keys import rotate_metadata_keys
 
 
@@ -50,28 +47,12 @@ def token(sub: str, scope: str, ttl: int) -> None:
     click.echo(issuer.issue(sub, scope, ttl))
 
 
-@contextlib.contextmanager
-def database(settings: Settings) -> Iterator[Database]:
-    """The configured database (starting the embedded one when no URL is set), migrated."""
-    embedded = None
-    url = settings.database_url
-    if url is None:
-        embedded = EmbeddedPostgres(settings.home)
-        url = embedded.start()
-    engine = create_engine(url, pool_size=2)
-    try:
-        migrate(engine)
-        yield Database(engine, cipher=metadata_cipher(settings))
-    finally:
-        engine.dispose()
-        if embedded is not None:
-            embedded.stop()
-
-
 @main.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema to the newest version."""
-    with database(Settings.from_env()):
+    with bootstrap.local_database(
+        Settings.from_env(), application_name="holdfast-migrate", cipher=None
+    ):
         click.echo("schema is up to date")
 
 
@@ -89,14 +70,15 @@ def relay(sink: str) -> None:
     from holdfast.services.relay import Relay, relay_name
 
     settings = Settings.from_env()
-    if settings.database_url is None:
-        raise click.UsageError("HOLDFAST_DATABASE_URL is not set")
+    try:  # the relay moves events, which carry no personal data: it needs no key
+        db = bootstrap.database(
+            settings, application_name="holdfast-relay", cipher=None, pool_size=2
+        )
+    except MissingSetting as error:
+        raise click.UsageError(str(error)) from error
     telemetry.configure("relay")
     # The relay serves no API: its gauges (outbox backlog and age) are scraped here.
-    prometheus_client.start_http_server(int(os.environ.get("HOLDFAST_METRICS_PORT", "9464")))
-    db = Database(
-        create_engine(settings.database_url, pool_size=2, application_name="holdfast-relay")
-    )
+    prometheus_client.start_http_server(settings.metrics_port)
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -121,11 +103,16 @@ def keys() -> None:
 
 @keys.command("add")
 @click.option(
-    "--file", "path", type=click.Path(path_type=Path), required=True, help="The JSON key file."
+    "--file",
+    "path",
+    type=click.Path(path_type=Path),
+    help="The JSON key file [default: HOLDFAST_METADATA_KEYS_FILE, else the dev key file].",
 )
 @click.option("--id", "key_id", required=True, help="The new key's id, e.g. 2026-11.")
-def keys_add(path: Path, key_id: str) -> None:
+def keys_add(path: Path | None, key_id: str) -> None:
     """Add a new random AES-256 key to the file and make it the active one."""
+    if path is None:
+        path = bootstrap.metadata_keys_file(Settings.from_env())
     existing = MetadataCipher.from_file(path) if path.exists() else None
     raw = json.loads(path.read_text())["keys"] if existing else {}
     if key_id in raw:
@@ -141,7 +128,9 @@ def keys_add(path: Path, key_id: str) -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Re-seal every account's and transfer's metadata with the active key."""
-    with database(Settings.from_env()) as db:
+    settings = Settings.from_env()
+    cipher = bootstrap.metadata_cipher(settings)
+    with bootstrap.local_database(settings, application_name="holdfast-keys", cipher=cipher) as db:
         counts = rotate_metadata_keys(db)
     summary = ", ".join(f"{n} {table}" for table, n in counts.items())
     click.echo(f"re-sealed with key {db.cipher.active}: {summary}")

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 
+from holdfast import bootstrap
 from holdfast.adapters.database import Database, EmbeddedPostgres, create_engine, migrate
 from holdfast.adapters.relay import Claimed, HttpPublisher, PublishFailed, binary_request
-from holdfast.adapters.tokens import DevIssuer
 from holdfast.config import Settings
 from holdfast.entrypoints import gateway
 from holdfast.entrypoints.ingress import Ingress, load_triggers
@@ -38,6 +39,7 @@ from holdfast.services.relay import Relay, relay_name
 FUNCTIONS = ("accounts", "transfers", "ledger")
 READY_TIMEOUT_S = 60.0
 RELAY_POOL_SIZE = 2
+SUPERVISOR_POLL_S = 0.1  # a crashed function is restarted within this (plus its start)
 
 
 def project_dir() -> Path:
@@ -72,8 +74,17 @@ def start_function(name: str, port: int, env: dict[str, str]) -> subprocess.Pope
             f"--port={port}",
         ],
         env=env,
+        # Its own process group: gunicorn's master and worker end together (a worker left
+        # behind by a killed master would keep the port).
+        start_new_session=True,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet in the child
     )
+
+
+def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Send `signum` to the process's whole group (it leads its own: start_new_session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
 
 
 def wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -112,10 +123,11 @@ class Supervisor:
         return self
 
     def _watch(self) -> None:
-        while not self.stopping.wait(0.2):
+        while not self.stopping.wait(SUPERVISOR_POLL_S):
             for name, process in list(self.processes.items()):
                 if process.poll() is not None and not self.stopping.is_set():
                     print(f"{name} exited with {process.returncode}: restarting", flush=True)
+                    signal_group(process, signal.SIGKILL)  # what is left of it, if anything
                     self.processes[name] = start_function(name, self.ports[name], self.env)
                     self.restarts += 1
 
@@ -128,13 +140,14 @@ class Supervisor:
 def stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
     for process in processes.values():
         if process.poll() is None:
-            process.terminate()
+            signal_group(process, signal.SIGTERM)
     for process in processes.values():
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            signal_group(process, signal.SIGKILL)
             process.wait()
+        signal_group(process, signal.SIGKILL)  # a worker that outlived its master
 
 
 class IngressPublisher:
@@ -189,14 +202,15 @@ def run(port: int, settings: Settings) -> None:
         engine = create_engine(url, pool_size=1)
         migrate(engine)
         engine.dispose()
-        issuer = DevIssuer(
-            settings.home, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
+        # Keys not configured are made under HOLDFAST_HOME, here, before the functions start
+        # (so that they do not race to make them); they load them through the same root.
+        configured = replace(settings, database_url=url, dev_keys=True)
+        bootstrap.keys(configured, metadata=True, signing=True, tokens=True)
         env = {
             **os.environ,
             "HOLDFAST_HOME": str(settings.home),
             "HOLDFAST_DATABASE_URL": url,
-            "HOLDFAST_JWKS_FILE": str(issuer.write_jwks()),
+            "HOLDFAST_DEV_KEYS": "1",
             # One process per function takes every local client: more threads, larger group
             # commits. (A Knative pod keeps THREADS = containerConcurrency; pods scale out.)
             "THREADS": os.environ.get("THREADS", "16"),
@@ -215,8 +229,11 @@ def run(port: int, settings: Settings) -> None:
             status = ingress.accept(client, dict(request.headers), await request.body())
             return Response(status_code=status)
 
-        relay_db = Database(
-            create_engine(url, pool_size=RELAY_POOL_SIZE, application_name="holdfast-relay")
+        relay_db = bootstrap.database(  # events carry no personal data: no key
+            configured,
+            application_name="holdfast-relay",
+            cipher=None,
+            pool_size=RELAY_POOL_SIZE,
         )
         sink = settings.k_sink
         app = gateway.build(

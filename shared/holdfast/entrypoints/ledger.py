@@ -9,15 +9,13 @@ signed checkpoints. The export streams JSON Lines (`Reply` bodies are JSON docum
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from holdfast.adapters.signing import Ed25519Signer, load_signer, public_pem
+from holdfast.adapters.signing import public_pem
 from holdfast.entrypoints import pages
 from holdfast.entrypoints.runtime import Runtime
 from holdfast.entrypoints.web import (
@@ -34,19 +32,6 @@ from holdfast.services.views import rfc3339
 SCOPE = "ledger:read"
 EXPORT_PATH = "/v1/ledger/export"
 EXPORT_CHUNK_BYTES = 64 * 1024
-
-_signers: dict[tuple[Path | None, Path], Ed25519Signer] = {}
-_signers_lock = threading.Lock()
-
-
-def signer(runtime: Runtime) -> Ed25519Signer:
-    """The process's signing key, loaded once (the dev key is made on first use)."""
-    key = (runtime.settings.ledger_signing_key_file, runtime.settings.home)
-    with _signers_lock:
-        if key not in _signers:
-            _signers[key] = load_signer(*key)
-        return _signers[key]
-
 
 # -- query parameters -----------------------------------------------------------------------
 
@@ -169,7 +154,7 @@ def get_checkpoint(call: Call) -> Reply:
 
 
 def public_key(call: Call) -> Reply:
-    current = signer(call.runtime)
+    current = call.runtime.ledger_signer
     keys = [
         {
             "key_id": key_id,
@@ -230,7 +215,7 @@ def _chunks(records: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 def on_tick(runtime: Runtime, event: CloudEvent) -> EventReply:
     """The PingSource's tick: seal what is queued (bounded: a few checkpoints at most)."""
-    service.seal_pending(runtime.db, signer(runtime))
+    service.seal_pending(runtime.db, runtime.ledger_signer)
     service.measure_queue(runtime.db)
     return EventReply()
 
@@ -255,4 +240,4 @@ api = Api(
     events={"dev.knative.sources.ping": on_tick},
 )
 
-__all__ = ["api", "signer"]
+__all__ = ["api"]

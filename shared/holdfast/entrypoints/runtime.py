@@ -1,18 +1,36 @@
-"""What a function process builds once and keeps: settings, the database, the token verifier."""
+"""What a function process builds once and keeps: settings, the database, its keys.
+
+Everything comes from the composition root (`holdfast.bootstrap`). A function process checks
+its keys when it starts (`start`, called by each `functions/*/main.py` as its module loads):
+one it needs and was not given stops it there, with the setting's name, rather than at the
+first request. The database, the telemetry and the rest are built on first use, after
+gunicorn has started its worker (threads and connections do not survive a fork).
+"""
 
 from __future__ import annotations
 
 import gc
-import json
+import sys
 import threading
 from dataclasses import dataclass, field
 
-from holdfast import telemetry
-from holdfast.adapters.crypto import MetadataCipher
-from holdfast.adapters.database import Database, FaultInjector, create_engine
-from holdfast.adapters.tokens import DevIssuer, TokenVerifier
-from holdfast.config import Settings
+from holdfast import bootstrap, telemetry
+from holdfast.adapters.database import Database
+from holdfast.adapters.signing import Ed25519Signer
+from holdfast.adapters.tokens import TokenVerifier
+from holdfast.config import MissingSetting, Settings
+from holdfast.domain.actors import Actor
+from holdfast.domain.errors import InvariantViolation
 from holdfast.entrypoints.ratelimit import RateLimiter
+
+# The keys each function needs: personal data (accounts and transfers seal metadata), the
+# checkpoint signer (the ledger seals entries), and token trust (all three serve /v1).
+NEEDS: dict[str, dict[str, bool]] = {
+    "accounts": {"metadata": True, "tokens": True},
+    "transfers": {"metadata": True, "tokens": True},
+    "ledger": {"signing": True, "tokens": True},
+}
+EXIT_CONFIG = 78  # EX_CONFIG (sysexits.h): the configuration is wrong, a restart will not help
 
 
 @dataclass
@@ -20,54 +38,68 @@ class Runtime:
     settings: Settings
     db: Database
     verifier: TokenVerifier
-    limiter: RateLimiter = field(init=False)
+    signer: Ed25519Signer | None = None
+    limiter: RateLimiter = field(init=False)  # customers' tokens
+    operator_limiter: RateLimiter = field(init=False)  # tokens with the `operator` scope
 
     def __post_init__(self) -> None:
-        self.limiter = RateLimiter(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
+        settings = self.settings
+        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self.operator_limiter = RateLimiter(
+            settings.operator_rate_limit_per_s, settings.operator_rate_limit_burst
+        )
+
+    def limiter_for(self, actor: Actor) -> RateLimiter:
+        return self.operator_limiter if actor.is_operator else self.limiter
+
+    @property
+    def ledger_signer(self) -> Ed25519Signer:
+        if self.signer is None:
+            raise InvariantViolation("this process was built without the ledger signing key")
+        return self.signer
 
     @classmethod
-    def from_settings(cls, settings: Settings, application_name: str = "holdfast") -> Runtime:
-        if settings.database_url is None:
-            raise RuntimeError(
-                "HOLDFAST_DATABASE_URL is not set (holdfast dev sets it for the functions)"
-            )
-        engine = create_engine(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            application_name=application_name,
-        )
-        faults = (
-            FaultInjector(settings.fault_serialization_rate)
-            if settings.fault_serialization_rate > 0
-            else None
-        )
-        return cls(
-            settings=settings, db=Database(engine, faults=faults), verifier=verifier(settings)
-        )
-
-
-def metadata_cipher(settings: Settings) -> MetadataCipher:
-    if settings.metadata_keys_file is not None:
-        return MetadataCipher.from_file(settings.metadata_keys_file)
-    return MetadataCipher.dev(settings.home)  # local development: a key file in HOLDFAST_HOME
-
-
-def verifier(settings: Settings) -> TokenVerifier:
-    if settings.jwks_url:
-        return TokenVerifier.from_url(
-            settings.jwks_url, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
-    if settings.jwks_file:
-        jwks = json.loads(settings.jwks_file.read_text())
-    else:  # local development: trust the dev issuer kept in HOLDFAST_HOME
-        jwks = DevIssuer(
-            settings.home, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        ).jwks()
-    return TokenVerifier(jwks, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    def from_settings(
+        cls,
+        settings: Settings,
+        application_name: str,
+        *,
+        keys: bootstrap.Keys | None = None,
+        db: Database | None = None,
+    ) -> Runtime:
+        """The function `application_name` as configured by `settings` (`keys` and `db`
+        when they were built already: at start, or by a test's own fixture)."""
+        if keys is None:
+            keys = bootstrap.keys(settings, **NEEDS[application_name])
+        if db is None:
+            db = bootstrap.database(settings, application_name=application_name, cipher=keys.cipher)
+        if keys.verifier is None:
+            raise InvariantViolation(f"{application_name} needs a token verifier")
+        return cls(settings=settings, db=db, verifier=keys.verifier, signer=keys.signer)
 
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_started: tuple[Settings, bootstrap.Keys] | None = None
+
+
+def start(application_name: str) -> None:
+    """Check, as the process starts, that this function has every setting it needs; exit
+    with a clear message if not. Nothing to do when a runtime is installed (tests)."""
+    global _started
+    with _lock:
+        if _runtime is not None:
+            return
+        settings = Settings.from_env()
+        try:
+            if settings.database_url is None:
+                raise MissingSetting(
+                    "HOLDFAST_DATABASE_URL", "postgresql://... or cockroachdb://..."
+                )
+            _started = (settings, bootstrap.keys(settings, **NEEDS[application_name]))
+        except MissingSetting as error:
+            print(f"holdfast {application_name}: cannot start: {error}", file=sys.stderr)
+            raise SystemExit(EXIT_CONFIG) from error
 
 
 def current(application_name: str) -> Runtime:
@@ -76,7 +108,8 @@ def current(application_name: str) -> Runtime:
     with _lock:
         if _runtime is None:
             telemetry.configure(application_name)
-            _runtime = Runtime.from_settings(Settings.from_env(), application_name)
+            settings, keys = _started if _started is not None else (Settings.from_env(), None)
+            _runtime = Runtime.from_settings(settings, application_name, keys=keys)
             # Long-lived objects made so far (modules, the engine) need no more collecting,
             # and young-generation passes less often shorten the pauses requests see.
             gc.freeze()

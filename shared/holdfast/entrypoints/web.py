@@ -246,7 +246,7 @@ class Api:
         route = self.routes[f"{endpoint} {request.method}"]
         runtime = self.runtime()
         actor = runtime.verifier.verify(request.headers.get("Authorization"))
-        wait_s = runtime.limiter.allow(actor.sub)
+        wait_s = runtime.limiter_for(actor).allow(actor.sub)
         if wait_s > 0:
             raise HttpProblem(
                 "rate_limited",

@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from holdfast import limits, telemetry
 from holdfast.adapters import ledger as repo
@@ -26,7 +25,7 @@ from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Signer, public_pem
 from holdfast.domain import ledger
 from holdfast.domain.accounts import NormalBalance
-from holdfast.domain.errors import AccountNotFound, InvalidInput, NotFound
+from holdfast.domain.errors import AccountNotFound, ConcurrentInsert, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 SOURCE = "/holdfast/ledger"
@@ -44,7 +43,9 @@ class CheckpointNotFound(NotFound):
 def seal_once(
     db: Database, signer: Ed25519Signer, batch: int = limits.ledger_seal_batch_entries
 ) -> ledger.Checkpoint | None:
-    """Seal one batch into the next checkpoint; None when nothing waits (or a race was lost)."""
+    """Seal one batch into the next checkpoint; None when nothing waits, or when other
+    sealers kept sealing first (`Database.run` re-reads after each lost race, then gives up:
+    the entries were sealed, by them)."""
     pem = public_pem(signer.public_key)
 
     def work(connection: Connection) -> ledger.Checkpoint | None:
@@ -60,15 +61,15 @@ def seal_once(
         outbox.append(connection, [checkpoint_event(sealed.checkpoint)], at)
         return sealed.checkpoint
 
-    for _ in range(limits.ledger_seal_races_max):
-        try:
-            return db.run(work)
-        except IntegrityError as error:
-            constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
-            if constraint not in repo.RACE_CONSTRAINTS:
-                raise
-            log.info("another sealer took checkpoint or entries first (%s): again", constraint)
-    return None
+    try:
+        return db.run(work)
+    except ConcurrentInsert as error:
+        # Every attempt found another sealer had taken the checkpoint or its entries first:
+        # they were sealed, which is all this call was for. Nothing to report.
+        if str(error) not in repo.RACE_CONSTRAINTS:
+            raise
+        log.info("other sealers sealed first (%s); leaving it to them", error)
+        return None
 
 
 def seal_pending(

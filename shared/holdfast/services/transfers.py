@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from holdfast import limits, telemetry
 from holdfast.adapters import outbox, repository
-from holdfast.adapters.crypto import INSECURE_DEFAULT, MetadataCipher
+from holdfast.adapters.crypto import MetadataCipher
 from holdfast.adapters.database import Database
 from holdfast.domain.actors import SYSTEM, Actor
 from holdfast.domain.errors import BusinessError, InvariantViolation, TransferNotFound
@@ -188,7 +188,7 @@ def _group_commit(db: Database) -> GroupCommit:
 def apply(
     connection: Connection,
     operations: Sequence[Operation],
-    cipher: MetadataCipher = INSECURE_DEFAULT,
+    cipher: MetadataCipher,
 ) -> list[Outcome]:
     """The body of `execute`, for callers that already hold a transaction (events)."""
     transfer_ids = {op.command.id for op in operations}

@@ -8,7 +8,6 @@ import pytest
 
 from holdfast.adapters.signing import Ed25519Signer, public_pem
 from holdfast.adapters.tokens import DevIssuer
-from holdfast.entrypoints import ledger as ledger_entrypoint
 from holdfast.entrypoints.runtime import Runtime
 from tests.conftest import Api, function_client
 
@@ -20,8 +19,8 @@ def ledger_api(runtime: Runtime, issuer: DevIssuer) -> Api:
 
 @pytest.fixture
 def signer(runtime: Runtime) -> Ed25519Signer:
-    """The key the ledger function signs with (the dev key under the test's HOLDFAST_HOME)."""
-    return ledger_entrypoint.signer(runtime)
+    """The key the ledger function signs with (HOLDFAST_LEDGER_SIGNING_KEY_FILE)."""
+    return runtime.ledger_signer
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import ProgrammingError
 
+from holdfast import bootstrap
 from holdfast.adapters.database import Database, create_engine
 from holdfast.adapters.signing import Ed25519Keyring
 from holdfast.entrypoints.cli import main
@@ -36,7 +37,11 @@ def sealed(db, signer):
 
 
 def audit_check(runtime, database_url, *args: str) -> tuple[int, str]:
-    env = {"HOLDFAST_DATABASE_URL": database_url, "HOLDFAST_HOME": str(runtime.settings.home)}
+    env = {  # the settings the ledger function runs with: the configured key is trusted
+        "HOLDFAST_DATABASE_URL": database_url,
+        "HOLDFAST_HOME": str(runtime.settings.home),
+        "HOLDFAST_LEDGER_SIGNING_KEY_FILE": str(runtime.settings.ledger_signing_key_file),
+    }
     result = CliRunner().invoke(main, ["audit", "check", *args], env=env)
     return result.exit_code, result.stdout
 
@@ -138,10 +143,10 @@ def test_the_functions_role_can_insert_and_read_history_but_never_change_it(db, 
                 c.rollback()
 
 
-def test_transfers_and_sealing_run_under_the_functions_role(database_url, signer):
+def test_transfers_and_sealing_run_under_the_functions_role(database_url, signer, settings):
     engine = create_engine(database_url, pool_size=2)
     sa.event.listen(engine, "connect", lambda dbapi, record: dbapi.execute(f"SET ROLE {ROLE}"))
-    guarded = Database(engine)
+    guarded = Database(engine, cipher=bootstrap.metadata_cipher(settings))
     try:
         accounts = support.open_accounts(guarded, 3)
         support.random_payments(guarded, accounts, 6)

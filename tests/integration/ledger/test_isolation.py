@@ -39,7 +39,7 @@ def confirm_with_a_stale_read(
     with db.engine.connect() as connection:
         transaction = connection.begin()
         outcome = transfers.apply(
-            connection, [transfers.Operation(ConfirmCommand(reservation.id), SYSTEM)]
+            connection, [transfers.Operation(ConfirmCommand(reservation.id), SYSTEM)], db.cipher
         )[0]
         assert outcome.error is None
         connection.execute(

@@ -7,16 +7,16 @@ import threading
 from pathlib import Path
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from holdfast.adapters.database import Database, create_engine
-from holdfast.adapters.signing import Ed25519Keyring, load_signer
+from holdfast.adapters import ledger as ledger_repo
+from holdfast.adapters.database import Database
+from holdfast.adapters.signing import Ed25519Keyring, load_signer, private_pem
 from holdfast.domain import ledger
 from holdfast.domain.actors import SYSTEM
 from holdfast.domain.transfers import ConfirmCommand
 from holdfast.services import ledger as service
 from holdfast.services import transfers
+from tests.conftest import snapshot
 from tests.integration.ledger import support
 
 
@@ -75,7 +75,9 @@ def test_an_entry_that_commits_late_is_sealed_in_a_later_checkpoint(db, signer):
     support.pay(db, [late])
     with db.engine.connect() as connection:
         transaction = connection.begin()
-        transfers.apply(connection, [transfers.Operation(ConfirmCommand(late.id), SYSTEM)])
+        transfers.apply(
+            connection, [transfers.Operation(ConfirmCommand(late.id), SYSTEM)], db.cipher
+        )
         support.pay(db, [support.reserve([(other, another, 1)]) for _ in range(3)])
         first = service.seal_pending(db, signer)
         transaction.commit()
@@ -88,11 +90,11 @@ def test_an_entry_that_commits_late_is_sealed_in_a_later_checkpoint(db, signer):
     assert_sealed_exactly_once(db)
 
 
-def test_concurrent_sealers_never_fork_or_repeat(db, signer, database_url):
+def test_concurrent_sealers_never_fork_or_repeat(db, signer, make_db):
     accounts = support.open_accounts(db, 8)
     stop = threading.Event()
     errors: list[BaseException] = []
-    sealers = [Database(create_engine(database_url, pool_size=1)) for _ in range(3)]
+    sealers = [make_db(pool_size=1, cipher=False) for _ in range(3)]
 
     def seal_loop(sealer_db: Database) -> None:
         try:
@@ -119,6 +121,26 @@ def test_concurrent_sealers_never_fork_or_repeat(db, signer, database_url):
     assert service.check(db, Ed25519Keyring([signer.public_key])).ok
 
 
+def test_a_sealer_that_loses_every_race_reports_nothing(db, signer, monkeypatch):
+    """A sealer that reads the chain's head just before another sealer extends it loses the
+    insert of that checkpoint, re-reads and may lose again: when its attempts run out, the
+    entries it meant to seal are sealed (by the others), so it answers None, not an error."""
+    a, b = support.open_accounts(db, 2)
+    support.pay(db, [support.reserve([(a, b, 3)])])
+    service.seal_pending(db, signer)
+    support.pay(db, [support.reserve([(b, a, 1)])])
+    # Always one step behind: every attempt sees the head before checkpoint 1 was sealed.
+    monkeypatch.setattr(ledger_repo, "latest_checkpoint", lambda connection: None)
+    db.attempts_max = 3
+    before = snapshot(db)
+    assert service.seal_once(db, signer) is None
+    assert snapshot(db) == before
+    assert db.retries >= 2  # it did race, and re-read after each lost insert
+    monkeypatch.undo()
+    assert [c.number for c in service.seal_pending(db, signer)] == [2]
+    assert_sealed_exactly_once(db)
+
+
 def test_each_checkpoint_is_announced_through_the_outbox(db, signer):
     a, b = support.open_accounts(db, 2)
     support.pay(db, [support.reserve([(a, b, 3)])])
@@ -137,14 +159,8 @@ def test_a_rotated_key_signs_on_and_both_keys_verify_the_chain(db, signer, tmp_p
     support.pay(db, [support.reserve([(a, b, 3)])])
     service.seal_pending(db, signer)
     new_file = tmp_path / "rotated.pem"
-    new_file.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    rotated = load_signer(new_file, tmp_path)
+    new_file.write_bytes(private_pem())
+    rotated = load_signer(new_file)
     support.pay(db, [support.reserve([(b, a, 1)])])
     service.seal_pending(db, rotated)
     checkpoints = service.list_checkpoints(db, after=0, limit=10)
