@@ -6,7 +6,7 @@ account for the merchant's, in one transfer of two legs: reserved, confirmed, ca
 expired as one, and refused as one when either currency falls short.
 
 Time is never waited for: expiry moves the reservation's `expires_at` (and its holds') into
-the past on the database's clock, which is the clock every rule reads.
+the past on the database's clock, which is the clock every rule reads (`helpers.lapse`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from holdfast.adapters.tokens import DevIssuer
 from holdfast.services import transfers as transfer_service
 from tests.conftest import Api, function_client, snapshot
 from tests.integration.events.conftest import cloudevent, post_event
-from tests.integration.helpers import OPS, check_invariants, open_account
+from tests.integration.helpers import OPS, check_invariants, lapse, open_account
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "events"
 RESERVE_EVENT = "dev.holdfast.transfer.reserve.v1"
@@ -140,19 +140,6 @@ def check_event_schema(event_type: str, data: dict[str, Any]) -> None:
     jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
 
 
-def expire_now(db: Database, transfer_id: str) -> None:
-    """The database's clock passes the reservation's expiry (its holds lapse with it)."""
-    with db.engine.begin() as c:
-        c.execute(
-            sa.text("UPDATE transfers SET expires_at = now() - interval '1 ms' WHERE id = :i"),
-            {"i": transfer_id},
-        )
-        c.execute(
-            sa.text("UPDATE holds SET expires_at = now() - interval '1 ms' WHERE transfer_id = :i"),
-            {"i": transfer_id},
-        )
-
-
 LEGS = [
     ("EUR", 10_000),
     ("USD", 10_800),
@@ -227,7 +214,7 @@ def test_an_expired_payment_releases_every_currency_at_once(
     body = payment(fx, timeout_s=600)
     transfers_api.call("POST", "/v1/transfers", body, **OPS)
     assert balances(accounts_api, fx) == RESERVED
-    expire_now(db, body["id"])
+    lapse(db, body["id"])
     # No sweep yet: every read and rule already sees both holds released.
     assert len(snapshot(db)["holds"]) == 4
     assert balances(accounts_api, fx) == BEFORE
@@ -252,7 +239,7 @@ def test_the_sweep_expires_a_payment_across_currencies(
 ) -> None:
     body = payment(fx, timeout_s=600)
     transfers_api.call("POST", "/v1/transfers", body, **OPS)
-    expire_now(db, body["id"])
+    lapse(db, body["id"])
     assert transfer_service.sweep_expired(runtime.db) == 1
     assert snapshot(db)["holds"] == []
     cancel = transfers_api.call("POST", f"/v1/transfers/{body['id']}/cancel", **OPS)

@@ -90,8 +90,9 @@ def test_an_export_with_fx_payments_verifies(fx_ledger, ledger_api, public_key_f
     assert result.stdout.startswith("OK: ") and "every transfer balanced" in result.stdout
 
 
-def test_audit_check_accepts_fx_payments(runtime, database_url, fx_ledger):
+def test_audit_check_accepts_fx_payments(runtime, database_url, fx_ledger, public_key_file):
     env = {"HOLDFAST_DATABASE_URL": database_url, "HOLDFAST_HOME": str(runtime.settings.home)}
-    result = CliRunner().invoke(main, ["audit", "check"], env=env)
+    args = ["audit", "check", "--public-key", str(public_key_file)]
+    result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.stdout
     assert result.stdout.startswith("OK (database): ")
