@@ -116,7 +116,8 @@ def test_stop_leaves_no_process_behind_and_data_survives(home: Path, sig: int) -
     second = start_dev(home)
     try:
         with second.client() as alice:
-            assert alice.get(f"/v1/accounts/{account}").status_code == 200
+            read = alice.get(f"/v1/accounts/{account}")
+            assert read.status_code == 200, read.text + "".join(second.output[-40:])
     finally:
         stop_dev(second)
 

@@ -4,6 +4,7 @@ CloudEvents sent to its `POST /events` ingress reach the functions by the Knativ
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from holdfast.adapters.outbox import TRACEPARENT
 from holdfast.event_models import dataschema
+from tests.conftest import state_dir
 from tests.e2e.conftest import Dev, start_dev, stop_dev
 from tests.integration.events.conftest import Received, Sink, cloudevent, encode
 
@@ -33,12 +35,16 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture(scope="module")
-def dev_with_sink(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Dev]:
-    running = start_dev(tmp_path_factory.mktemp("home"), {"K_SINK": sink.url})
+def dev_with_sink(sink: Sink) -> Iterator[Dev]:
+    # Not under pytest's tmp root: another pytest session starting resets it to 0700 and
+    # the embedded server (its own system user) would lose its data directory.
+    home = state_dir("home-")
+    running = start_dev(home, {"K_SINK": sink.url})
     try:
         yield running
     finally:
         stop_dev(running)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def wait_for(what: Callable[[], Any], timeout_s: float = 30.0) -> Any:

@@ -233,6 +233,7 @@ def test_every_invariant_holds_through_crashes_restarts_and_dropped_connections(
         time.sleep(TRAFFIC_S)
         stop_faults.set()
         striker.join()
+        db.engine.dispose()  # the harness's own connections may have died with the last restart
         stop_traffic.set()
         for worker in workers:
             worker.join(timeout=120)
