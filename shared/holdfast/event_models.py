@@ -60,17 +60,28 @@ class LegData(Open):
     debit_account_id: UUID
     credit_account_id: UUID
     amount: Minor
+    currency: str = Field(
+        pattern=r"^[A-Z]{3}$", description="this leg's; both its accounts hold it"
+    )
 
 
 class TransferData(Open):
     """`dev.holdfast.transfer.{reserved,confirmed,cancelled,expired}.v1`: the transfer after
     the change, less `metadata` (it may name a person: read it through the API). A transfer
-    cancelled before it was reserved (fenced) has no legs, amount 0 and no currency."""
+    cancelled before it was reserved (fenced) has no legs, amount 0 and no currency. A
+    multi-currency transfer (legs in more than one currency) has `currency` null: read each
+    leg's `amount` and `currency`."""
 
     id: UUID
     state: Literal["reserved", "confirmed", "cancelled", "expired"]
-    currency: str | None
-    amount: Minor = Field(ge=0)
+    currency: str | None = Field(
+        description="the currency every leg is in; null when they use several (or none)"
+    )
+    amount: Minor = Field(
+        ge=0,
+        description="the sum of the legs' amounts: an amount of money only when `currency` "
+        "is not null",
+    )
     debit_account_id: UUID | None = Field(description="single-leg transfers only")
     credit_account_id: UUID | None = Field(description="single-leg transfers only")
     legs: list[LegData]
@@ -78,7 +89,10 @@ class TransferData(Open):
     timeout_s: StrictInt | None
     expires_at: datetime | None
     created_at: datetime
-    confirmed_amount: Minor | None
+    confirmed_amount: Minor | None = Field(
+        description="what the confirm posted: the sum of the legs' amounts, or less after a "
+        "partial confirm of a single leg; null until confirmed"
+    )
     resolved_at: datetime | None
 
 

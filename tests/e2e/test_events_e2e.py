@@ -118,6 +118,75 @@ def test_a_reserve_and_confirm_over_http_reach_the_sink_in_order(
         assert event.headers["ce-source"] == "/holdfast/transfers"
 
 
+def test_a_payment_across_currencies_by_event_then_http_reaches_the_sink_with_each_leg(
+    dev_with_sink: Dev, sink: Sink
+) -> None:
+    """100.00 EUR in, 108.00 USD out, through the bank's positions: reserved by a CloudEvent
+    at the ingress, confirmed over HTTP, announced with every leg's currency."""
+    ops = dev_with_sink.client("ops", OPERATOR)
+    funding, customer, position_eur = (str(uuid.uuid4()) for _ in range(3))
+    position_usd, merchant = (str(uuid.uuid4()) for _ in range(2))
+    for account_id, currency, limit in (
+        (funding, "EUR", None),
+        (customer, "EUR", 0),
+        (position_eur, "EUR", None),
+        (position_usd, "USD", None),
+        (merchant, "USD", 0),
+    ):
+        body = {"id": account_id, "currency": currency, "owner": "bank", "overdraft_limit": limit}
+        assert ops.post("/v1/accounts", json=body).status_code == 201
+    pay_in = {
+        "id": str(uuid.uuid4()),
+        "debit_account_id": funding,
+        "credit_account_id": customer,
+        "amount": 25_000,
+        "currency": "EUR",
+        "immediate": True,
+    }
+    assert ops.post("/v1/transfers", json=pay_in).status_code == 201
+    transfer_id = str(uuid.uuid4())
+    legs = [
+        {
+            "debit_account_id": customer,
+            "credit_account_id": position_eur,
+            "amount": 10_000,
+            "currency": "EUR",
+        },
+        {
+            "debit_account_id": position_usd,
+            "credit_account_id": merchant,
+            "amount": 10_800,
+            "currency": "USD",
+        },
+    ]
+    event = cloudevent("dev.holdfast.transfer.reserve.v1", {"id": transfer_id, "legs": legs})
+    headers, body = encode(event, "binary")
+    assert ops.post("/events", headers=headers, content=body).status_code == 202
+    wait_for(lambda: ops.get(f"/v1/transfers/{transfer_id}").status_code == 200)
+    confirmed = ops.post(f"/v1/transfers/{transfer_id}/confirm")
+    assert confirmed.status_code == 200 and confirmed.json()["currency"] is None
+
+    events = wait_for(lambda: (found := about(sink, transfer_id)) and len(found) >= 2 and found)
+    assert [e.headers["ce-type"] for e in events] == [
+        "dev.holdfast.transfer.reserved.v1",
+        "dev.holdfast.transfer.confirmed.v1",
+    ]
+    for announced in events:
+        check_event(announced)
+        assert announced.data()["currency"] is None
+        assert announced.data()["legs"] == legs
+    balances = {
+        a: ops.get(f"/v1/accounts/{a}").json()["balance"]["posted"]
+        for a in (customer, position_eur, position_usd, merchant)
+    }
+    assert balances == {
+        customer: 15_000,
+        position_eur: 10_000,
+        position_usd: -10_800,
+        merchant: 10_800,
+    }
+
+
 def test_a_cloudevent_sent_to_the_ingress_takes_effect(dev_with_sink: Dev, sink: Sink) -> None:
     ops = dev_with_sink.client("ops", OPERATOR)
     account_id = str(uuid.uuid4())

@@ -88,6 +88,18 @@ def check_invariants(db: Database) -> None:
         for transfer_id, confirmed, debits, credits, count, legs in rows:
             assert debits == credits == confirmed, transfer_id
             assert count == 2 * legs, transfer_id
+        # Per leg: one debit and one credit of one amount in one currency, that of both
+        # accounts (legs of one transfer may differ in currency; no leg mixes two).
+        unbalanced_legs = c.execute(
+            sa.text(
+                "SELECT e.transfer_id, e.leg FROM ledger_entries e "
+                "JOIN accounts a ON a.id = e.account_id GROUP BY e.transfer_id, e.leg HAVING "
+                "count(*) <> 2 OR count(DISTINCT e.direction) <> 2 OR "
+                "count(DISTINCT e.currency) <> 1 OR count(DISTINCT a.currency) <> 1 OR "
+                "min(e.currency) <> min(a.currency) OR count(DISTINCT e.amount) <> 1"
+            )
+        ).fetchall()
+        assert unbalanced_legs == []
         unposted = c.execute(
             sa.text(
                 "SELECT count(*) FROM ledger_entries e JOIN transfers t ON t.id = e.transfer_id "

@@ -241,3 +241,133 @@ def test_a_dropped_connection_is_retried_transparently(db: Database, server_url:
     assert one(db, reserve(customer, payee, 10)).error is None
     assert db.retries > retries
     check_invariants(db)
+
+
+# -- across currencies ----------------------------------------------------------------------
+
+
+def open_in(db: Database, currency: str, limit: int | None = 0) -> uuid.UUID:
+    account_id = uuid.uuid4()
+    command = OpenAccount(account_id, currency, "bank", NormalBalance.CREDIT, limit, {})
+    accounts.open_account(db, command, OPS)
+    return account_id
+
+
+def fund(db: Database, account: uuid.UUID, currency: str, amount: int) -> None:
+    source = open_in(db, currency, None)
+    command = ReserveCommand(
+        uuid.uuid4(), currency, (Leg(source, account, amount),), 300, True, {}, {}
+    )
+    assert one(db, command).error is None
+
+
+def fx_payment(
+    eur_from: uuid.UUID,
+    eur_to: uuid.UUID,
+    usd_from: uuid.UUID,
+    usd_to: uuid.UUID,
+    *,
+    eur: int = 10_000,
+    usd: int = 10_800,
+    immediate: bool = False,
+) -> ReserveCommand:
+    """EUR moves between two EUR accounts and USD between two USD accounts, as one."""
+    return ReserveCommand(
+        uuid.uuid4(),
+        None,
+        (Leg(eur_from, eur_to, eur, "EUR"), Leg(usd_from, usd_to, usd, "USD")),
+        300,
+        immediate,
+        {},
+        {"eur": eur, "usd": usd},
+    )
+
+
+def test_fx_payments_racing_for_both_currencies_reserve_exactly_what_both_allow(
+    db: Database, instances: list[Database]
+) -> None:
+    """Euros for 5 payments, dollars for 3: exactly 3 are reserved, each in both currencies."""
+    customer, position_eur = open_in(db, "EUR"), open_in(db, "EUR", None)
+    position_usd, merchant = open_in(db, "USD"), open_in(db, "USD")
+    fund(db, customer, "EUR", 5 * 10_000)
+    fund(db, position_usd, "USD", 3 * 10_800)
+    calls = [
+        (
+            lambda i=i: one(
+                instances[i % 4], fx_payment(customer, position_eur, position_usd, merchant)
+            )
+        )
+        for i in range(12)
+    ]
+    outcomes = race(calls)
+    codes = Counter("reserved" if o.error is None else o.error.code for o in outcomes)
+    assert codes == {"reserved": 3, "insufficient_funds": 9}
+    assert accounts.get_account(db, customer, OPS).available == 2 * 10_000
+    assert accounts.get_account(db, position_usd, OPS).available == 0
+    assert accounts.get_account(db, position_eur, OPS).credits_reserved == 3 * 10_000
+    assert accounts.get_account(db, merchant, OPS).credits_reserved == 3 * 10_800
+    with db.engine.connect() as c:
+        from sqlalchemy import text
+
+        held = c.execute(text("SELECT count(*), count(DISTINCT transfer_id) FROM holds")).one()
+    assert tuple(held) == (12, 3)  # four holds, two per currency, for each of the three
+    check_invariants(db)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_confirm_and_cancel_racing_on_an_fx_payment_move_both_currencies_or_neither(
+    db: Database, instances: list[Database], round_: int
+) -> None:
+    customer, position_eur = open_in(db, "EUR"), open_in(db, "EUR", None)
+    position_usd, merchant = open_in(db, "USD"), open_in(db, "USD")
+    fund(db, customer, "EUR", 10_000)
+    fund(db, position_usd, "USD", 10_800)
+    command = fx_payment(customer, position_eur, position_usd, merchant)
+    assert one(db, command).error is None
+    confirm, cancel = race(
+        [
+            lambda: one(instances[0], ConfirmCommand(command.id)),
+            lambda: one(instances[1], CancelCommand(command.id)),
+        ]
+    )
+    assert [o.error is None for o in (confirm, cancel)].count(True) == 1
+    moved = confirm.error is None
+    posted = [
+        accounts.get_account(db, a, OPS).posted
+        for a in (customer, position_eur, position_usd, merchant)
+    ]
+    assert posted == ([0, 10_000, 0, 10_800] if moved else [10_000, 0, 10_800, 0])
+    check_invariants(db)
+
+
+def test_fx_payments_and_their_refunds_racing_across_instances_never_deadlock(
+    db: Database, instances: list[Database]
+) -> None:
+    """Both directions lock the same four accounts, in id order whatever the currency."""
+    customer, position_eur = open_in(db, "EUR"), open_in(db, "EUR", None)
+    position_usd, merchant = open_in(db, "USD"), open_in(db, "USD")
+    fund(db, customer, "EUR", 100_000)
+    fund(db, position_usd, "USD", 100_000)
+    fund(db, merchant, "USD", 100_000)
+    commands = [
+        fx_payment(
+            *(
+                (customer, position_eur, position_usd, merchant)
+                if i % 2
+                else (position_eur, customer, merchant, position_usd)
+            ),
+            eur=100 + i,
+            usd=108 + i,
+            immediate=True,
+        )
+        for i in range(16)
+    ]
+    outcomes = race([(lambda i=i: one(instances[i % 4], commands[i])) for i in range(16)])
+    assert [o.error for o in outcomes] == [None] * 16
+    paid_eur = sum(100 + i for i in range(16) if i % 2)
+    refunded_eur = sum(100 + i for i in range(16) if not i % 2)
+    paid_usd = sum(108 + i for i in range(16) if i % 2)
+    refunded_usd = sum(108 + i for i in range(16) if not i % 2)
+    assert accounts.get_account(db, customer, OPS).posted == 100_000 - paid_eur + refunded_eur
+    assert accounts.get_account(db, merchant, OPS).posted == 100_000 + paid_usd - refunded_usd
+    check_invariants(db)

@@ -6,6 +6,11 @@ per currency the posted balances sum to zero, no account breaks its limit, every
 transfer has balanced entries and no hold outlives its transfer. The same machine runs again
 with serialization failures injected into a share of the transactions.
 
+Accounts hold EUR or USD, and a transfer's legs may mix them (each leg within one
+currency): a multi-currency transfer names its currency on every leg and none on the
+transfer; a single-currency one sometimes names it once on the transfer, for its legs to
+inherit. A leg whose accounts hold two currencies is refused and changes nothing.
+
 Expiry without waiting: a rule moves one reservation's `expires_at` into the past (the test's
 stand-in for the clock passing it), then the model treats it as lapsed.
 """
@@ -43,7 +48,18 @@ from tests.conftest import TEMPLATE, scratch_database
 from tests.integration.helpers import check_invariants
 
 OPS = Actor("ops", frozenset({"operator"}))
-LIMITS = [0, 0, 50, None]
+LIMITS = [0, 0, 50, None, 0, None]
+CURRENCIES = ["EUR", "EUR", "EUR", "EUR", "USD", "USD"]
+# Every (debit, credit) pair a leg may use: two different accounts of one currency.
+PAIRS = [
+    (d, c)
+    for d in range(len(LIMITS))
+    for c in range(len(LIMITS))
+    if d != c and CURRENCIES[d] == CURRENCIES[c]
+]
+MIXED = [
+    (d, c) for d in range(len(LIMITS)) for c in range(len(LIMITS)) if CURRENCIES[d] != CURRENCIES[c]
+]
 
 
 @dataclass
@@ -97,55 +113,84 @@ class TransferMachine(RuleBasedStateMachine):
 
     @initialize()
     def open_and_fund(self) -> None:
-        bank = uuid.uuid4()
-        accounts.open_account(
-            self.db, OpenAccount(bank, "EUR", "bank", NormalBalance.CREDIT, None, {}), OPS
-        )
-        for index, limit in enumerate(LIMITS):
-            account = uuid.uuid4()
+        banks = {}
+        for currency in sorted(set(CURRENCIES)):
+            banks[currency] = uuid.uuid4()
             accounts.open_account(
-                self.db, OpenAccount(account, "EUR", "c", NormalBalance.CREDIT, limit, {}), OPS
+                self.db,
+                OpenAccount(banks[currency], currency, "bank", NormalBalance.CREDIT, None, {}),
+                OPS,
+            )
+        for index, limit in enumerate(LIMITS):
+            account, currency = uuid.uuid4(), CURRENCIES[index]
+            accounts.open_account(
+                self.db, OpenAccount(account, currency, "c", NormalBalance.CREDIT, limit, {}), OPS
             )
             self.accounts.append(account)
             if limit is not None:
                 funding = ReserveCommand(
-                    uuid.uuid4(), "EUR", (Leg(bank, account, 300),), 60, True, {}, {"f": 1}
+                    uuid.uuid4(),
+                    currency,
+                    (Leg(banks[currency], account, 300),),
+                    60,
+                    True,
+                    {},
+                    {"f": 1},
                 )
                 assert self.execute(funding).error is None
                 self.model.posted[index] += 300
-        self.bank = bank
 
     def execute(self, command: object) -> transfers.Outcome:
         return transfers.execute(self.db, [Operation(command, OPS)])[0]  # type: ignore[arg-type]
 
     def command(
-        self, id_: uuid.UUID, legs: list[tuple[int, int, int]], immediate: bool
+        self,
+        id_: uuid.UUID,
+        legs: list[tuple[int, int, int]],
+        immediate: bool,
+        inherit: bool = False,
     ) -> ReserveCommand:
+        """Each leg in its debit account's currency: named once on the transfer (`inherit`,
+        when the legs share one), else on every leg."""
+        currencies = {CURRENCIES[d] for d, _, _ in legs}
+        top = currencies.pop() if inherit and len(currencies) == 1 else None
         return ReserveCommand(
             id_,
-            "EUR",
-            tuple(Leg(self.accounts[d], self.accounts[c], a) for d, c, a in legs),
+            top,
+            tuple(
+                Leg(self.accounts[d], self.accounts[c], a, None if top else CURRENCIES[d])
+                for d, c, a in legs
+            ),
             600,
             immediate,
             {},
-            {"legs": [list(x) for x in legs], "immediate": immediate},
+            {"legs": [list(x) for x in legs], "immediate": immediate, "inherit": bool(top)},
         )
 
     @rule(
         target=ids,
         legs=st.lists(
-            st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(1, 200)).filter(
-                lambda x: x[0] != x[1]
-            ),
+            st.tuples(st.sampled_from(PAIRS), st.integers(1, 200)).map(lambda x: (*x[0], x[1])),
             min_size=1,
             max_size=3,
         ),
         immediate=st.booleans(),
+        inherit=st.booleans(),
     )
-    def reserve(self, legs: list[tuple[int, int, int]], immediate: bool) -> uuid.UUID:
+    def reserve(
+        self, legs: list[tuple[int, int, int]], immediate: bool, inherit: bool
+    ) -> uuid.UUID:
         id_ = uuid.uuid4()
-        command = self.command(id_, legs, immediate)
+        command = self.command(id_, legs, immediate, inherit)
         outcome = self.execute(command)
+        if outcome.answer is not None:
+            currencies = {CURRENCIES[d] for d, _, _ in legs}
+            assert outcome.answer.transfer.currency == (
+                next(iter(currencies)) if len(currencies) == 1 else None
+            )
+            assert [leg.currency for leg in outcome.answer.transfer.legs] == [
+                CURRENCIES[d] for d, _, _ in legs
+            ]
         if self.model.fits(legs):
             assert outcome.error is None, outcome.error
             self.model.transfers[id_] = ModelTransfer(
@@ -217,6 +262,15 @@ class TransferMachine(RuleBasedStateMachine):
         id_ = uuid.uuid4()
         self.cancel(id_)
         return id_
+
+    @rule(pair=st.sampled_from(MIXED), other=st.sampled_from(PAIRS), amount=st.integers(1, 200))
+    def reserve_a_leg_across_currencies(
+        self, pair: tuple[int, int], other: tuple[int, int], amount: int
+    ) -> None:
+        """One leg's accounts hold two currencies: the whole transfer is refused."""
+        legs = [(*other, amount), (*pair, amount)]
+        outcome = self.execute(self.command(uuid.uuid4(), legs, False))
+        assert outcome.error is not None and outcome.error.code == "currency_mismatch"
 
     @rule(id_=ids)
     def replay_reserve(self, id_: uuid.UUID) -> None:

@@ -170,9 +170,26 @@ def _legs_json(legs: Sequence[Leg]) -> list[dict[str, Any]]:
             "debit_account_id": str(leg.debit_account_id),
             "credit_account_id": str(leg.credit_account_id),
             "amount": leg.amount,
+            "currency": leg.in_currency(),
         }
         for leg in legs
     ]
+
+
+def _legs(row_currency: str | None, legs: list[dict[str, Any]]) -> tuple[Leg, ...]:
+    """Legs as stored. Rows written before multi-currency transfers keep the currency only on
+    the transfer (`transfers.currency`, then never NULL for a transfer with legs)."""
+    loaded = tuple(
+        Leg(
+            UUID(leg["debit_account_id"]),
+            UUID(leg["credit_account_id"]),
+            leg["amount"],
+            leg.get("currency") or row_currency,
+        )
+        for leg in legs
+    )
+    require(all(leg.currency for leg in loaded), "every stored leg has a currency")
+    return loaded
 
 
 def _transfer(row: Row[Any], cipher: MetadataCipher) -> Transfer:
@@ -181,10 +198,7 @@ def _transfer(row: Row[Any], cipher: MetadataCipher) -> Transfer:
         id=m["id"],
         state=State(m["state"]),
         currency=m["currency"],
-        legs=tuple(
-            Leg(UUID(leg["debit_account_id"]), UUID(leg["credit_account_id"]), leg["amount"])
-            for leg in m["legs"]
-        ),
+        legs=_legs(m["currency"], m["legs"]),
         timeout_s=m["timeout_s"],
         immediate=m["immediate"],
         metadata=_open(row, cipher),

@@ -294,7 +294,8 @@ class Legs:
             if sorted(legs) != list(range(len(legs))):
                 where = next(iter(next(iter(legs.values())).values()))[3]
                 return where, f"transfer {transfer_id} has legs {sorted(legs)}, not 0..n-1"
-            currencies = {side[2] for sides in legs.values() for side in sides.values()}
+            # Each leg balances in its own currency; the legs of one transfer may use several
+            # (a foreign-exchange payment), and nothing nets one currency against another.
             for leg, sides in sorted(legs.items()):
                 debit, credit = sides.get("debit"), sides.get("credit")
                 if debit is None or credit is None:
@@ -305,7 +306,7 @@ class Legs:
                         f"transfer {transfer_id} leg {leg} has no "
                         f"{'credit' if credit is None else 'debit'} entry: it does not balance",
                     )
-                if debit[1] != credit[1] or debit[2] != credit[2] or len(currencies) != 1:
+                if debit[1] != credit[1] or debit[2] != credit[2]:
                     return (
                         debit[3],
                         f"transfer {transfer_id} leg {leg} does not balance: debit {debit[1]} "

@@ -16,10 +16,17 @@ State machine (a transfer id, from the first operation that names it):
 Hazards handled by design: a duplicate call replays the first answer; a cancel before any
 reserve fences the id (empty cancel); a reserve after that cancel is refused (suspension).
 
+Currencies: every leg carries its own currency (a leg given without one inherits the
+transfer's), and both of its accounts must hold that currency. The legs of one transfer may
+use several currencies (a foreign-exchange payment through the bank's position accounts):
+each leg is still one debit and one credit of the same amount, so every currency balances on
+its own, and all legs are reserved, confirmed, cancelled or expired together. A transfer's
+`currency` is the one its legs share, or None when they use more than one.
+
 Invariants kept by `Book`:
 - a hold exists exactly while its transfer is reserved (lapsed holds count as released for
   every read and every rule, from `expires_at` on);
-- confirm posts one debit and one credit entry of the same amount per leg;
+- confirm posts one debit and one credit entry of the same amount and currency per leg;
 - rules about balance, status and currency are checked at reserve time, so a confirm or a
   cancel can never break them.
 """
@@ -27,7 +34,7 @@ Invariants kept by `Book`:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -42,6 +49,7 @@ from holdfast.domain.errors import (
     CurrencyMismatch,
     ExistsWithDifferentFields,
     InvalidInput,
+    InvariantViolation,
     TransferCancelled,
     TransferConfirmed,
     TransferExpired,
@@ -65,26 +73,69 @@ class Leg:
     debit_account_id: UUID
     credit_account_id: UUID
     amount: int
+    # None only in a request, meaning "the transfer's currency": `ReserveCommand` resolves
+    # it, so every leg of a `Transfer` carries its currency.
+    currency: str | None = None
+
+    def in_currency(self) -> str:
+        if self.currency is None:
+            raise InvariantViolation("a leg of a transfer carries its currency")
+        return self.currency
+
+
+def resolve_currencies(currency: str | None, legs: tuple[Leg, ...]) -> tuple[Leg, ...]:
+    """The legs, each with its currency: its own, else the transfer's.
+
+    A leg naming a currency other than the transfer's is refused (`currency_mismatch`): the
+    request contradicts itself, and guessing which one was meant would move the wrong money.
+    """
+    if currency is not None:
+        check_currency(currency)
+    resolved = []
+    for index, leg in enumerate(legs):
+        if leg.currency is None:
+            if currency is None:
+                raise InvalidInput(
+                    f"legs[{index}] has no currency: give the transfer's currency or each leg's"
+                )
+            resolved.append(replace(leg, currency=currency))
+            continue
+        check_currency(leg.currency)
+        if currency is not None and leg.currency != currency:
+            raise CurrencyMismatch(
+                f"legs[{index}] is in {leg.currency} but the transfer is in {currency}: "
+                "omit the transfer's currency for a multi-currency transfer"
+            )
+        resolved.append(leg)
+    return tuple(resolved)
+
+
+def common_currency(legs: tuple[Leg, ...]) -> str | None:
+    """The currency every leg shares; None when they use several (or there are none)."""
+    currencies = {leg.currency for leg in legs}
+    return currencies.pop() if len(currencies) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
 class ReserveCommand:
     id: UUID
-    currency: str
-    legs: tuple[Leg, ...]
+    currency: str | None  # the transfer's; None when every leg names its own
+    legs: tuple[Leg, ...]  # resolved on construction: each carries its currency
     timeout_s: int
     immediate: bool
     metadata: dict[str, Any]
     request: dict[str, Any]  # the request as the client sent it, defaults applied
 
     def __post_init__(self) -> None:
-        check_currency(self.currency)
         if not 1 <= len(self.legs) <= limits.transfer_legs_max:
             raise InvalidInput(f"a transfer has 1 to {limits.transfer_legs_max} legs")
         for leg in self.legs:
             check_amount(leg.amount)
             if leg.debit_account_id == leg.credit_account_id:
                 raise InvalidInput("a leg must debit and credit two different accounts")
+        # A frozen dataclass sets its own field once, here, so no command holds an
+        # unresolved leg.
+        object.__setattr__(self, "legs", resolve_currencies(self.currency, self.legs))
         if (
             not limits.reservation_timeout_s_min
             <= self.timeout_s
@@ -130,6 +181,7 @@ class Transfer:
 
     @property
     def amount(self) -> int:
+        """The sum of the legs' amounts: money only when `currency` is set (one currency)."""
         return sum(leg.amount for leg in self.legs)
 
     def effective_state(self, now: datetime) -> State:
@@ -219,11 +271,11 @@ class Book:
             return self._replay_reserve(existing, command, actor)
         accounts = self._accounts_for(command, actor)
         deltas = _deltas(command.legs)
-        self._check_reservable(accounts, deltas, command.currency)
+        self._check_reservable(accounts, deltas, command.legs)
         transfer = Transfer(
             id=command.id,
             state=State.CONFIRMED if command.immediate else State.RESERVED,
-            currency=command.currency,
+            currency=common_currency(command.legs),
             legs=command.legs,
             timeout_s=command.timeout_s,
             immediate=command.immediate,
@@ -288,7 +340,7 @@ class Book:
         self._release_holds(transfer, lapsed=False)
         legs = transfer.legs
         if amount != transfer.amount:
-            legs = (Leg(legs[0].debit_account_id, legs[0].credit_account_id, amount),)
+            legs = (replace(legs[0], amount=amount),)
         for (account_id, direction), delta in _deltas(legs).items():
             self.accounts[account_id].post(direction, delta)
         self._post_entries(transfer, legs)
@@ -359,14 +411,17 @@ class Book:
         self,
         accounts: dict[UUID, Account],
         deltas: dict[tuple[UUID, Direction], int],
-        currency: str,
+        legs: tuple[Leg, ...],
     ) -> None:
         """Every rule a reservation must pass, checked before anything changes."""
-        for account in accounts.values():
-            if account.currency != currency:
-                raise CurrencyMismatch(
-                    f"account {account.id} holds {account.currency}, not {currency}"
-                )
+        for index, leg in enumerate(legs):
+            for account_id in (leg.debit_account_id, leg.credit_account_id):
+                account = accounts[account_id]
+                if account.currency != leg.currency:
+                    raise CurrencyMismatch(
+                        f"account {account.id} holds {account.currency}, not {leg.currency} "
+                        f"(legs[{index}])"
+                    )
         for account in accounts.values():
             account.require_open()
         for (account_id, direction), amount in deltas.items():
@@ -421,8 +476,6 @@ class Book:
         self.released_holds.append(transfer.id)
 
     def _post_entries(self, transfer: Transfer, legs: tuple[Leg, ...]) -> None:
-        require(transfer.currency is not None, "a posted transfer has a currency")
-        currency = transfer.currency or ""
         for index, leg in enumerate(legs):
             for direction, account_id in (
                 (Direction.DEBIT, leg.debit_account_id),
@@ -436,7 +489,7 @@ class Book:
                         direction=direction,
                         account_id=account_id,
                         amount=leg.amount,
-                        currency=currency,
+                        currency=leg.in_currency(),
                         posted_at=self.now,
                     )
                 )
@@ -450,11 +503,12 @@ def entry_id(transfer_id: UUID, leg: int, direction: Direction) -> UUID:
 
 
 def check_balanced(entries: list[Entry]) -> None:
-    """Double entry: per transfer and currency, debits equal credits."""
-    totals: dict[tuple[UUID, str], int] = {}
+    """Double entry: per transfer, leg and currency, debits equal credits (so every currency
+    balances on its own; nothing ever nets one currency against another)."""
+    totals: dict[tuple[UUID, int, str], int] = {}
     for entry in entries:
         sign = 1 if entry.direction is Direction.DEBIT else -1
-        key = (entry.transfer_id, entry.currency)
+        key = (entry.transfer_id, entry.leg, entry.currency)
         totals[key] = totals.get(key, 0) + sign * entry.amount
     require(all(v == 0 for v in totals.values()), f"unbalanced posting: {totals}")
 

@@ -203,10 +203,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
             ),
         },
         description=(
-            "Give `debit_account_id`, `credit_account_id` and `amount`, or `legs` (1..16, one "
-            "currency). Idempotent by `id`: the same request again answers 201 with the "
-            "transfer as the reserve left it. Debiting another customer's account answers "
-            "404 `account_not_found`."
+            "Give `debit_account_id`, `credit_account_id` and `amount`, or `legs` (1..16). "
+            "A leg without `currency` is in the transfer's `currency`; legs naming their own "
+            "currencies may differ (a foreign-exchange payment through position accounts: "
+            "omit the top-level `currency`, which the answer then shows as null). Each leg's "
+            "two accounts hold its currency (422 `currency_mismatch` otherwise, and when a "
+            "leg names a currency other than the top-level one); all legs are reserved, "
+            "confirmed, cancelled or expired together. Idempotent by `id`: the same request "
+            "again answers 201 with the transfer as the reserve left it (compared as sent, "
+            "currencies included). Debiting another customer's account answers 404 "
+            "`account_not_found`."
         ),
     ),
     ("/v1/transfers", "GET"): Operation(
@@ -484,9 +490,10 @@ def _schemas() -> dict[str, Any]:
 
 def _refine(found: dict[str, Any]) -> None:
     """What the request models' validators check but their JSON Schema cannot say."""
+    for name in ("AccountIn", "ReserveIn", "LegIn"):
+        _currency_enum(found[name]["properties"]["currency"])
     for name in ("AccountIn", "ReserveIn"):
         properties = found[name]["properties"]
-        properties["currency"]["enum"] = sorted(ISO_4217)
         properties["metadata"]["maxProperties"] = limits.metadata_keys_max
         properties["metadata"]["description"] = (
             f"free-form; at most {limits.metadata_keys_max} keys and "
@@ -498,6 +505,14 @@ def _refine(found: dict[str, Any]) -> None:
         "ConfirmEventIn or CancelEventIn; checked one by one (a failed check is a problem "
         "in `results`, not a 422 of the whole batch)"
     )
+
+
+def _currency_enum(schema: dict[str, Any]) -> None:
+    """Name the accepted ISO 4217 codes on a currency's string schema (the optional ones
+    are `anyOf` a string and null: the list goes on the string)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "string":
+            branch["enum"] = sorted(ISO_4217)
 
 
 def _operation(spec: Operation, scope: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:

@@ -80,16 +80,27 @@ class Leg(Closed):
     debit_account_id: UUID
     credit_account_id: UUID
     amount: Minor
+    currency: str = Field(
+        pattern=r"^[A-Z]{3}$", description="this leg's; both its accounts hold it"
+    )
 
 
 class Transfer(Closed):
     """A transfer. A transfer cancelled before it was ever reserved (fenced) has no legs,
-    amount 0 and no currency; the single-leg fields are null for multi-leg transfers."""
+    amount 0 and no currency; the single-leg fields are null for multi-leg transfers. A
+    multi-currency transfer (legs in more than one currency) has `currency` null: read each
+    leg's `amount` and `currency`."""
 
     id: UUID
     state: Literal["reserved", "confirmed", "cancelled", "expired"]
-    currency: str | None
-    amount: Minor = Field(ge=0)
+    currency: str | None = Field(
+        description="the currency every leg is in; null when they use several (or none)"
+    )
+    amount: Minor = Field(
+        ge=0,
+        description="the sum of the legs' amounts: an amount of money only when `currency` "
+        "is not null",
+    )
     debit_account_id: UUID | None = Field(description="single-leg transfers only")
     credit_account_id: UUID | None = Field(description="single-leg transfers only")
     legs: list[Leg]
@@ -98,7 +109,10 @@ class Transfer(Closed):
     expires_at: Time | None
     metadata: dict[str, Any]
     created_at: Time
-    confirmed_amount: Minor | None
+    confirmed_amount: Minor | None = Field(
+        description="what the confirm posted: the sum of the legs' amounts, or less after a "
+        "partial confirm of a single leg; null until confirmed"
+    )
     resolved_at: Time | None
 
 

@@ -46,6 +46,10 @@ def _check_currency(value: str) -> str:
     return value
 
 
+def _check_optional_currency(value: str | None) -> str | None:
+    return None if value is None else _check_currency(value)
+
+
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     if len(value) > limits.metadata_keys_max:
         raise ValueError(f"at most {limits.metadata_keys_max} metadata keys")
@@ -83,11 +87,28 @@ class LegIn(Strict):
     debit_account_id: UUID
     credit_account_id: UUID
     amount: Amount
+    currency: Currency | None = Field(
+        default=None,
+        description=(
+            "this leg's currency (both its accounts hold it); omitted: the transfer's "
+            "`currency`. Legs in different currencies make a multi-currency transfer, which "
+            "then has no top-level `currency`."
+        ),
+    )
+
+    _currency = field_validator("currency")(_check_optional_currency)
 
 
 class ReserveIn(Strict):
     id: UUID
-    currency: Currency
+    currency: Currency | None = Field(
+        default=None,
+        description=(
+            "the transfer's currency, and that of every leg that names none; may be omitted "
+            "when every leg names its own. A leg naming another currency: 422 "
+            "`currency_mismatch`."
+        ),
+    )
     debit_account_id: UUID | None = None
     credit_account_id: UUID | None = None
     amount: Amount | None = None
@@ -101,7 +122,7 @@ class ReserveIn(Strict):
     immediate: StrictBool = False
     metadata: Metadata
 
-    _currency = field_validator("currency")(_check_currency)
+    _currency = field_validator("currency")(_check_optional_currency)
     _metadata = field_validator("metadata")(_check_metadata)
 
     @model_validator(mode="after")
@@ -111,11 +132,18 @@ class ReserveIn(Strict):
             raise ValueError("give debit_account_id, credit_account_id and amount, or legs")
         if self.legs is not None and any(v is not None for v in single):
             raise ValueError("give either legs or the single-leg fields, not both")
+        if self.currency is None and (
+            self.legs is None or any(leg.currency is None for leg in self.legs)
+        ):
+            raise ValueError("give currency, or a currency on every leg")
         return self
 
     def command(self) -> ReserveCommand:
         if self.legs is not None:
-            legs = tuple(Leg(x.debit_account_id, x.credit_account_id, x.amount) for x in self.legs)
+            legs = tuple(
+                Leg(x.debit_account_id, x.credit_account_id, x.amount, x.currency)
+                for x in self.legs
+            )
         else:
             debit, credit, amount = self.debit_account_id, self.credit_account_id, self.amount
             if debit is None or credit is None or amount is None:

@@ -34,7 +34,10 @@ def account_view(account: Account) -> dict[str, Any]:
 
 
 def transfer_view(transfer: Transfer, now: datetime | None) -> dict[str, Any]:
-    """`now` turns a lapsed reservation into `expired`; None renders the state as stored."""
+    """`now` turns a lapsed reservation into `expired`; None renders the state as stored.
+
+    Every leg shows its currency; the top-level `currency` is the one the legs share (null
+    for a multi-currency or fenced transfer), and `amount` the sum of the legs'."""
     state = transfer.state if now is None else transfer.effective_state(now)
     single = transfer.legs[0] if len(transfer.legs) == 1 else None
     return {
@@ -49,6 +52,7 @@ def transfer_view(transfer: Transfer, now: datetime | None) -> dict[str, Any]:
                 "debit_account_id": str(leg.debit_account_id),
                 "credit_account_id": str(leg.credit_account_id),
                 "amount": leg.amount,
+                "currency": leg.in_currency(),
             }
             for leg in transfer.legs
         ],
