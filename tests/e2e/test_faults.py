@@ -118,6 +118,17 @@ def function_pid(dev: Dev, name: str) -> int:
     raise AssertionError(f"no {name} process")
 
 
+def still_reserved(db: Database, transfer_ids: list[str]) -> int:
+    with db.engine.connect() as c:
+        count: int = c.execute(
+            sa.text(
+                "SELECT count(*) FROM transfers WHERE state = 'reserved' AND id::text = ANY(:i)"
+            ),
+            {"i": transfer_ids},
+        ).scalar_one()
+    return count
+
+
 def overdue_holds(db: Database) -> int:
     """Holds past their expiry that the sweep (once a second) has not released yet."""
     with db.engine.connect() as c:
@@ -238,12 +249,14 @@ def test_every_invariant_holds_through_crashes_restarts_and_dropped_connections(
         for worker in workers:
             worker.join(timeout=120)
             assert not worker.is_alive()
-        # The 1 s expiry sweep catches the abandoned holds: waited for, not slept on (a busy
-        # machine delays the ticks, and that is no failure).
+        # The 1 s expiry sweep expires the abandoned reservations: waited for, not slept on (a
+        # busy machine delays the ticks, and that is no failure).
+        abandoned = [t for t, state in ledger.expected.items() if state == "expired"]
         deadline = time.monotonic() + 60
-        while (overdue := overdue_holds(db)) and time.monotonic() < deadline:
+        while (waiting := still_reserved(db, abandoned)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert overdue == 0, "a lapsed hold was still not swept a minute later"
+        assert waiting == 0, "an abandoned reservation was still not expired a minute later"
+        assert overdue_holds(db) == 0, "a hold outlived its swept reservation"
 
         check_invariants(db)
         with db.engine.connect() as c:
