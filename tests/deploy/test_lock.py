@@ -65,8 +65,16 @@ def test_a_pin_changed_in_pyproject_but_not_locked_is_caught(tmp_path: Path) -> 
 @pytest.mark.parametrize("name", sorted(EXPORTS))
 def test_each_requirements_file_is_the_export_of_the_lock(name: str) -> None:
     done = run(
-        [require("uv"), "export", "--frozen", "--format", "requirements.txt"]
-        + ["--no-emit-project", "--no-header", *EXPORTS[name]],
+        [
+            require("uv"),
+            "export",
+            "--frozen",
+            "--format",
+            "requirements.txt",
+            "--no-emit-project",
+            "--no-header",
+            *EXPORTS[name],
+        ],
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr

@@ -30,7 +30,7 @@ class Image:
 
     def env(self) -> dict[str, str]:
         pairs = (e.split("=", 1) for e in self.inspect["Config"].get("Env") or [])
-        return {name: value for name, value in pairs}
+        return dict(pairs)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

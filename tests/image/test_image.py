@@ -48,8 +48,20 @@ print(json.dumps({
 
 def inside(image: Image, *command: str, entrypoint: str = "python") -> str:
     done = run(
-        [require("podman"), "run", "--rm", "--network", "none", "--read-only", "--cap-drop=ALL"]
-        + ["--no-healthcheck", "--entrypoint", entrypoint, image.tag, *command],
+        [
+            require("podman"),
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--cap-drop=ALL",
+            "--no-healthcheck",
+            "--entrypoint",
+            entrypoint,
+            image.tag,
+            *command,
+        ],
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -174,8 +186,14 @@ def test_the_build_context_keeps_state_secrets_and_unneeded_files_out(
     assert built.returncode == 0, built.stderr[-2000:]
     try:
         listed = run(
-            [podman, "run", "--rm", "--network", "none", "--no-healthcheck", "--entrypoint"]
-            + [
+            [
+                podman,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--no-healthcheck",
+                "--entrypoint",
                 "python",
                 tag,
                 "-c",
