@@ -47,7 +47,9 @@ def test_hadolint_finds_nothing() -> None:
 def test_every_base_is_pinned_by_digest() -> None:
     text = CONTAINERFILE.read_text()
     assert unpinned_bases(text) == []
-    assert "ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:" in text
+    # The default base is the official image, in a FROM line (where Dependabot updates it).
+    assert "ARG PYTHON_IMAGE=python-official\n" in text
+    assert "FROM docker.io/library/python:3.11-slim-bookworm@sha256:" in text
 
 
 @pytest.mark.parametrize(

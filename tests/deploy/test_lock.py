@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.markers import Marker
 
 from tests.deploy.tools import ROOT, require, run
@@ -110,3 +111,9 @@ def test_the_running_environment_is_the_locked_one() -> None:
         if installed.get(name) != version
     }
     assert different == {}
+
+
+def test_dependabot_watches_the_lock_the_base_image_and_the_actions() -> None:
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    watched = {(u["package-ecosystem"], u["directory"]) for u in config["updates"]}
+    assert watched == {("uv", "/"), ("docker", "/"), ("github-actions", "/")}
