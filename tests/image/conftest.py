@@ -33,10 +33,16 @@ class Image:
         return dict(pairs)
 
 
+# The first test to use the image waits for its build: on a fresh machine that is the
+# stand-in base (debootstrap) and every layer, minutes on a busy 2-core machine.
+BUILD_TIMEOUT_S = 1800
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/image/" in str(item.path).replace("\\", "/"):
             item.add_marker(pytest.mark.xdist_group("image"))
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +52,7 @@ def image() -> Image:
         [str(ROOT / ".ci" / "build-image"), TAG],
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=BUILD_TIMEOUT_S,
         check=False,
         cwd=ROOT,
     )
