@@ -120,9 +120,10 @@ def test_no_installer_compiler_test_or_dev_file(probe: dict[str, Any]) -> None:
 
 
 def test_every_function_the_manifests_run_is_in_the_image_byte_compiled(
-    probe: dict[str, Any],
+    image: Image, probe: dict[str, Any]
 ) -> None:
     assert probe["uncompiled"] == []
+    assert image.env()["FUNCTION_SOURCE"].removeprefix("/app/") in probe["app"]  # the default
     for overlay in ("dev", "prod"):
         for name, service in x.function_services(
             kustomize.render(KNATIVE / "overlays" / overlay)
