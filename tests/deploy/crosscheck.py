@@ -186,18 +186,6 @@ def env_problems(
 # --- concurrency ---------------------------------------------------------------------------
 
 
-def image_env(containerfile: str) -> dict[str, str]:
-    """ENV of the Containerfile's last stage (`ENV A=1 B=2`, continued lines joined)."""
-    text = re.sub(r"\\\n", " ", containerfile)
-    stages = re.split(r"^FROM\s", text, flags=re.MULTILINE)
-    env: dict[str, str] = {}
-    for line in stages[-1].splitlines():
-        if line.strip().upper().startswith("ENV "):
-            for pair in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\"[^\"]*\"|\S+)", line):
-                env[pair[0]] = pair[1].strip('"')
-    return env
-
-
 def literal_env(service: Document) -> dict[str, str]:
     return {e["name"]: str(e["value"]) for e in container(service).get("env", []) if "value" in e}
 
@@ -215,9 +203,10 @@ def gunicorn_threads(environment: Mapping[str, str]) -> int:
     return int(application.options["threads"])
 
 
-def concurrency_problems(documents: list[Document], containerfile: str) -> list[str]:
+def concurrency_problems(documents: list[Document], image_env: Mapping[str, str]) -> list[str]:
+    """`image_env`: the built image's environment (tests/image reads it from the image)."""
     problems: list[str] = []
-    base = image_env(containerfile)
+    base = dict(image_env)
     for function, service in sorted(function_services(documents).items()):
         environment = {**base, **literal_env(service)}
         concurrency = service["spec"]["template"]["spec"].get("containerConcurrency")

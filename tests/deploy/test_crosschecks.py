@@ -72,8 +72,8 @@ def handled() -> dict[str, set[str]]:
     return {name: set(api_of(name).events) for name in x.FUNCTIONS}
 
 
-def containerfile() -> str:
-    return (ROOT / "Containerfile").read_text()
+# The built image's environment as far as concurrency goes (tests/image checks the real one).
+IMAGE_ENV = {"THREADS": "8", "PORT": "8080"}
 
 
 # --- events ------------------------------------------------------------------------------
@@ -325,11 +325,6 @@ def test_a_probe_on_a_path_the_function_does_not_serve_is_caught(sqlite_runtime:
 # --- concurrency ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_container_concurrency_equals_gunicorn_threads(overlay: str) -> None:
-    assert x.concurrency_problems(rendered(overlay), containerfile()) == []
-
-
 def test_gunicorn_threads_come_from_the_threads_variable() -> None:
     assert x.gunicorn_threads({"THREADS": "3"}) == 3
 
@@ -338,7 +333,7 @@ def test_a_concurrency_mismatch_is_reported() -> None:
     documents = rendered("prod")
     transfers = x.function_services(documents)["transfers"]
     transfers["spec"]["template"]["spec"]["containerConcurrency"] = 16
-    problems = x.concurrency_problems(documents, containerfile())
+    problems = x.concurrency_problems(documents, IMAGE_ENV)
     assert problems == ["transfers: containerConcurrency 16 != gunicorn threads 8"]
 
 
@@ -347,10 +342,5 @@ def test_missing_threads_is_reported() -> None:
     accounts = x.function_services(documents)["accounts"]
     env = x.container(accounts)["env"]
     env[:] = [e for e in env if e["name"] != "THREADS"]
-    problems = x.concurrency_problems(documents, "FROM scratch\nENV PORT=8080\n")
+    problems = x.concurrency_problems(documents, {"PORT": "8080"})
     assert problems == ["accounts: THREADS unset: gunicorn would use 4 x the node's CPUs"]
-
-
-def test_image_env_reads_the_last_stage_with_continued_lines() -> None:
-    text = "FROM a AS build\nENV THREADS=1\nFROM b\nENV A=1 \\\n    THREADS=8\n"
-    assert x.image_env(text) == {"A": "1", "THREADS": "8"}
