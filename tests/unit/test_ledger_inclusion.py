@@ -13,7 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from holdfast.adapters.signing import Ed25519Keyring, Ed25519Signer
 from holdfast.domain import ijson, ledger, merkle, proofs
-from tests.unit.test_ledger_proof import KEYRING, SIGNER, T0, accounts, build_export, transfer
+from tests.unit.test_ledger_proof import (
+    GOLDEN_ENTRY,
+    KEYRING,
+    SIGNER,
+    T0,
+    accounts,
+    build_export,
+    transfer,
+)
 
 
 def sealed_chain(sizes: list[int]) -> list[ledger.Sealed]:
@@ -313,16 +321,7 @@ def test_i_json_is_read_as_json():
 
 def test_the_worked_example_of_the_format_page():
     """docs/ledger.md prints these values for implementers to test against: keep them true."""
-    debit = {
-        "seq": 7,
-        "transfer_id": "0b9e6c8e-4f44-4d4b-9b8a-3c1f2f0e5a11",
-        "leg": 0,
-        "direction": "debit",
-        "account_id": "5d2f3e4a-1b2c-4d5e-8f90-a1b2c3d4e5f6",
-        "amount": 1250,
-        "currency": "EUR",
-        "posted_at": "2026-01-31T12:00:00.123456Z",
-    }
+    debit = dict(GOLDEN_ENTRY)  # the entry docs/ledger.md prints, seq 7
     credit = {
         **debit,
         "seq": 8,
