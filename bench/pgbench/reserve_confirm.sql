@@ -1,12 +1,16 @@
 -- Holdfast's own reserve and confirm, replayed by pgbench: the ceiling of our schema.
 --
--- The statements are the ones the transfers function sends (captured with log_statement=all
--- from one reserve and one confirm through `holdfast dev`, bench/run.py --capture repeats
--- that): the same locking reads, the same unnest inserts and the same updates, in the same
+-- The statements are the ones the transfers function sends, captured once from the server's
+-- log (logging_collector=on, log_statement=all) over one reserve and one confirm through
+-- `holdfast dev`; capture again the same way when repository.py changes them. The same
+-- locking reads, the same unnest inserts and the same updates, in the same
 -- order, with the writes sent in one pipeline as repository.Writes does, then COMMIT. Only
 -- the values differ: ids are derived from integers (pre-made accounts 1..:accounts), the
--- JSON bodies are of the product's size but fixed. No Python, no HTTP: whatever Holdfast
--- does slower than this is ours to win back.
+-- JSON bodies are of the product's size but fixed. No Python, no HTTP: what the schema
+-- itself costs the server. With several connections it also shows what concurrent writers
+-- cost at SERIALIZABLE (predicate locks are per index page, and every reserve reads and
+-- writes the same few pages of `holds`): many retries, which group commit avoids by making
+-- each process one writer. bench/run.py runs it with the clients' count and with one.
 --
 -- pgbench assumes one transaction per script run (a retry after 40001 restores the
 -- variables and runs the script again), so each run is ONE of the two transactions:
