@@ -55,6 +55,9 @@ ledger_checkpoint_entries_max: Final = ledger_seal_batch_entries + 2 * transfer_
 ledger_seal_batches_per_tick_max: Final = 20  # checkpoints one tick may seal
 ledger_seal_races_max: Final = 3  # tries when another sealer took the same checkpoint number
 ledger_export_page_entries: Final = 5_000  # entries read in one transaction of an export
+# Running totals are kept at the end of each block of about this many sealed entries: a
+# point-in-time read sums at most a block or two of entries besides its index lookups.
+ledger_totals_block_entries: Final = 256
 
 # How often the relay measures the outbox backlog for its gauges.
 relay_measure_interval_s: Final = 5.0

@@ -60,7 +60,12 @@ ledger_keys = sa.Table(
 
 # A second sealer that lost the race for the same checkpoint or entries hits one of these.
 RACE_CONSTRAINTS = frozenset(
-    {"ledger_checkpoints_pkey", "ledger_sequence_pkey", "ledger_sequence_entry_id_key"}
+    {
+        "ledger_checkpoints_pkey",
+        "ledger_sequence_pkey",
+        "ledger_sequence_entry_id_key",
+        "ledger_seal_points_pkey",
+    }
 )
 
 ENTRY_COLUMNS = "e.transfer_id, e.leg, e.direction, e.account_id, e.amount, e.currency, e.posted_at"

@@ -21,10 +21,11 @@ from sqlalchemy.exc import IntegrityError
 
 from holdfast import limits, telemetry
 from holdfast.adapters import ledger as repo
+from holdfast.adapters import ledger_totals as totals_repo
 from holdfast.adapters import outbox, repository
 from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Signer, public_pem
-from holdfast.domain import ledger
+from holdfast.domain import ledger, ledger_totals
 from holdfast.domain.accounts import NormalBalance
 from holdfast.domain.errors import AccountNotFound, InvalidInput, NotFound
 
@@ -56,6 +57,7 @@ def seal_once(
         at = repository.now(connection)
         sealed = ledger.seal(previous, entries, created_at=at, signer=signer)
         repo.insert_sealed(connection, sealed)
+        record_totals(connection, sealed)
         repo.record_key(connection, signer.key_id, pem, at)
         outbox.append(connection, [checkpoint_event(sealed.checkpoint)], at)
         return sealed.checkpoint
@@ -69,6 +71,21 @@ def seal_once(
                 raise
             log.info("another sealer took checkpoint or entries first (%s): again", constraint)
     return None
+
+
+def record_totals(connection: Connection, sealed: ledger.Sealed) -> None:
+    """The running totals at the seal points of a new checkpoint (domain.ledger_totals)."""
+    previous = totals_repo.latest_point(connection)
+    accounts = sorted({e.account_id for e in sealed.entries})
+    recorded = ledger_totals.record(
+        previous,
+        totals_repo.account_totals(connection, accounts),
+        totals_repo.currency_totals(connection, previous.last_seq) if previous else {},
+        sealed.checkpoint.number,
+        sealed.entries,
+        block_entries=limits.ledger_totals_block_entries,
+    )
+    totals_repo.insert(connection, recorded)
 
 
 def seal_pending(
@@ -154,24 +171,24 @@ class Balance:
 
 
 def balance(db: Database, account_id: UUID, as_of: datetime | None) -> Balance:
-    """The posted balance at `as_of` (default: now), summed from the immutable entries."""
+    """The posted balance at `as_of` (default: now): the sum of the account's entries posted
+    by then, read from the running totals at the last seal point before it plus a bounded
+    tail (domain.ledger_totals), so its cost does not grow with history."""
 
     def work(connection: Connection) -> Balance:
         at = as_of or repository.now(connection)
         terms = repo.account_terms(connection, account_id)
         if terms is None or terms.created_at > at:
             raise AccountNotFound(f"account {account_id} did not exist at {at.isoformat()}")
-        totals = repo.posted_totals(connection, account_id, at)
-        debits, debit_count = totals.get("debit", (0, 0))
-        credits, credit_count = totals.get("credit", (0, 0))
+        found = totals_repo.account_as_of(connection, account_id, at)
         return Balance(
             account_id,
             terms.currency,
             terms.normal_balance,
             at,
-            debits,
-            credits,
-            debit_count + credit_count,
+            found.debits,
+            found.credits,
+            found.entries,
         )
 
     result: Balance = _read(db, work)
@@ -179,9 +196,11 @@ def balance(db: Database, account_id: UUID, as_of: datetime | None) -> Balance:
 
 
 def trial_balance(db: Database, as_of: datetime | None) -> tuple[datetime, dict[str, Any]]:
+    """Per currency, debits and credits posted by `as_of`, from the totals (as `balance`)."""
+
     def work(connection: Connection) -> tuple[datetime, dict[str, dict[str, int]]]:
         at = as_of or repository.now(connection)
-        return at, repo.trial_totals(connection, at)
+        return at, totals_repo.trial_as_of(connection, at)
 
     at, totals = _read(db, work)
     return at, totals
@@ -376,6 +395,8 @@ def _check_tables(db: Database, report: CheckReport) -> None:
                 f"account {account}: posted counters debits {debits} credits {credits}, "
                 f"but its entries sum to debits {ledger_debits} credits {ledger_credits}"
             )
+        findings.extend(totals_repo.point_findings(connection, n))
+        findings.extend(totals_repo.totals_findings(connection, n))
         return findings
 
     found: list[str] = _read(db, work)
