@@ -2,8 +2,11 @@
 
 The sealer writes seal points and totals in its own transaction; the auditor's point-in-time
 reads are one statement each: index probes for the bounds and the base totals, plus a tail of
-at most a block or two of entries and the sealing queue. Both read at snapshot isolation
-(`adapters.ledger.snapshot`), so a read sees whole seals.
+at most a block or two of entries and the sealing queue. The tail's entries are read through
+LATERAL subqueries kept apart by `OFFSET 0` (the planner may not flatten them), so that each
+is a primary-key probe from the sequence range or the queue (both small), never a scan of
+the entries (all of history) that a stale row estimate could otherwise choose. Both sides
+run at snapshot isolation (`adapters.ledger.snapshot`), so a read sees whole seals.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from holdfast.domain.ledger_totals import NO_LATENESS, Recorded, SealPoint, Tota
 
 # The seal points that bound a read as of :as_of (see domain.ledger_totals): `base_seq`, the
 # last point whose posted_at_max <= as_of (0: none), and `tail_seq`, the first point whose
-# posted_at_max > as_of + lateness_max (the largest BIGINT: none).
+# posted_at_max > as_of + lateness_max (the largest BIGINT: none). `tail_blocks`: the seq
+# ranges whose entries are summed one by one: the blocks after the base up to the tail point
+# that start at or before as_of (a block whose earliest entry is later holds none that count),
+# and any seqs sealed beyond the last seal point (none while the sealer keeps its rule).
 BOUNDS = """
 bounds AS (
     SELECT
@@ -32,6 +38,13 @@ bounds AS (
                        ORDER BY l.last_seq DESC LIMIT 1), INTERVAL '0')
                   ORDER BY p.posted_at_max, p.last_seq LIMIT 1),
                  9223372036854775807) AS tail_seq
+),
+tail_blocks AS (
+    SELECT p.first_seq, p.last_seq FROM bounds b
+    JOIN ledger_seal_points p ON p.last_seq > b.base_seq AND p.last_seq <= b.tail_seq
+    WHERE p.first_posted_at <= CAST(:as_of AS TIMESTAMPTZ)
+    UNION ALL
+    SELECT coalesce(max(p.last_seq), 0) + 1, 9223372036854775807 FROM ledger_seal_points p
 )"""
 
 ACCOUNT_AS_OF = sa.text(
@@ -43,14 +56,18 @@ base AS (
     ORDER BY t.last_seq DESC LIMIT 1
 ),
 tail AS (
-    SELECT e.direction, e.amount FROM ledger_sequence s
-    JOIN ledger_entries e ON e.id = s.entry_id CROSS JOIN bounds b
-    WHERE s.account_id = :account_id AND s.seq > b.base_seq AND s.seq <= b.tail_seq
-      AND e.posted_at <= CAST(:as_of AS TIMESTAMPTZ)
+    SELECT e.direction, e.amount FROM tail_blocks p
+    CROSS JOIN LATERAL (SELECT s.entry_id FROM ledger_sequence s
+                        WHERE s.account_id = :account_id
+                          AND s.seq BETWEEN p.first_seq AND p.last_seq OFFSET 0) s
+    CROSS JOIN LATERAL (SELECT e.direction, e.amount FROM ledger_entries e
+                        WHERE e.id = s.entry_id AND e.posted_at <= CAST(:as_of AS TIMESTAMPTZ)
+                        OFFSET 0) e
     UNION ALL
     SELECT e.direction, e.amount FROM ledger_unsequenced q
-    JOIN ledger_entries e ON e.id = q.entry_id
-    WHERE q.posted_at <= CAST(:as_of AS TIMESTAMPTZ) AND e.account_id = :account_id
+    CROSS JOIN LATERAL (SELECT e.direction, e.amount FROM ledger_entries e
+                        WHERE e.id = q.entry_id AND e.account_id = :account_id OFFSET 0) e
+    WHERE q.posted_at <= CAST(:as_of AS TIMESTAMPTZ)
 )
 SELECT
     coalesce((SELECT debits FROM base), 0)
@@ -69,13 +86,16 @@ base AS (
     WHERE c.last_seq = b.base_seq
 ),
 tail AS (
-    SELECT e.currency, e.direction, e.amount FROM ledger_sequence s
-    JOIN ledger_entries e ON e.id = s.entry_id CROSS JOIN bounds b
-    WHERE s.seq > b.base_seq AND s.seq <= b.tail_seq
-      AND e.posted_at <= CAST(:as_of AS TIMESTAMPTZ)
+    SELECT e.currency, e.direction, e.amount FROM tail_blocks p
+    CROSS JOIN LATERAL (SELECT s.entry_id FROM ledger_sequence s
+                        WHERE s.seq BETWEEN p.first_seq AND p.last_seq OFFSET 0) s
+    CROSS JOIN LATERAL (SELECT e.currency, e.direction, e.amount FROM ledger_entries e
+                        WHERE e.id = s.entry_id AND e.posted_at <= CAST(:as_of AS TIMESTAMPTZ)
+                        OFFSET 0) e
     UNION ALL
     SELECT e.currency, e.direction, e.amount FROM ledger_unsequenced q
-    JOIN ledger_entries e ON e.id = q.entry_id
+    CROSS JOIN LATERAL (SELECT e.currency, e.direction, e.amount FROM ledger_entries e
+                        WHERE e.id = q.entry_id OFFSET 0) e
     WHERE q.posted_at <= CAST(:as_of AS TIMESTAMPTZ)
 )
 SELECT currency, 'debit' AS direction, debits AS total FROM base
