@@ -63,6 +63,7 @@ test-faults: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/growth.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-ops .holdfast .pytest_cache .mypy_cache .ruff_cache

@@ -271,6 +271,37 @@ def database_work(db: Database, ledger: Ledger, samples: int) -> dict[str, tuple
     return found
 
 
+STORAGE_TABLES = (
+    "ledger_entries",
+    "ledger_unsequenced",
+    "ledger_sequence",
+    "ledger_checkpoints",
+    "ledger_seal_points",
+    "ledger_account_totals",
+    "ledger_currency_totals",
+    "transfers",
+    "account_transfers",
+)
+
+
+def print_storage(db: Database, entries: int) -> None:
+    """Bytes on disk (table, indexes and TOAST) per ledger entry, table by table."""
+    with db.engine.connect() as connection:
+        sizes = {
+            table: connection.execute(
+                sa.text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": table}
+            ).scalar_one()
+            for table in STORAGE_TABLES
+        }
+    ledger = sum(v for k, v in sizes.items() if k.startswith("ledger_"))
+    print(f"storage at {entries:,} entries (bytes per entry, indexes included):")
+    for table, size in sizes.items():
+        print(f"  {table:<26}{size / 1e6:10,.1f} MB {size / entries:8.1f} B/entry")
+    print(
+        f"  {'ledger tables together':<26}{ledger / 1e6:10,.1f} MB {ledger / entries:8.1f} B/entry"
+    )
+
+
 def vacuum_queue(db: Database) -> None:
     """The bench writes in bursts, so the empty queue is left with many dead rows, which a
     read's scan of the queue would visit until autovacuum runs (in steady state the queue
@@ -349,6 +380,7 @@ def run(url: str, home: Path, sizes: list[int], samples: int) -> None:
             for name, (blocks, ms) in database_work(db, ledger, max(3, samples // 4)).items():
                 work.setdefault(name, []).append((blocks, ms))
         print_table(reached, figures)
+        print_storage(db, ledger.entries)
         print(f"{'SQL (buffers touched / ms)':<34}")
         for name, row in work.items():
             cells = "".join(f"{f'{b:,} / {ms:.1f}':>17}" for b, ms in row)
