@@ -720,16 +720,49 @@ def entry_line(entry: LedgerEntry) -> dict[str, Any]:
 
 def entry_json(entry: LedgerEntry) -> str:
     """`json.dumps(entry_line(entry), separators=(",", ":"))`, written out directly (the
-    export's hot path; a unit test compares the two). Only the currency could need escaping,
-    and only in a database someone tampered with: then the general encoder writes it."""
-    currency = entry.currency
-    if not _CURRENCY.fullmatch(currency):
-        return json.dumps(entry_line(entry), separators=(",", ":"))
+    export's hot path; a unit test compares the two)."""
+    return entry_json_of(
+        entry.seq,
+        str(entry.transfer_id),
+        entry.leg,
+        str(entry.direction),
+        str(entry.account_id),
+        entry.amount,
+        entry.currency,
+        entry.posted_at,
+    )
+
+
+def entry_json_of(
+    seq: int,
+    transfer_id: str,
+    leg: int,
+    direction: str,
+    account_id: str,
+    amount: int,
+    currency: str,
+    posted_at: datetime,
+) -> str:
+    """An entry's export line from its columns (UUIDs as canonical text). Only the currency
+    and direction could need escaping, and only in a database someone tampered with: then
+    the general encoder writes them."""
+    if not _CURRENCY.fullmatch(currency) or direction not in ("debit", "credit"):
+        record = {
+            "type": "entry",
+            "seq": seq,
+            "transfer_id": transfer_id,
+            "leg": leg,
+            "direction": direction,
+            "account_id": account_id,
+            "amount": amount,
+            "currency": currency,
+            "posted_at": format_time(posted_at),
+        }
+        return json.dumps(record, separators=(",", ":"))
     return (
-        f'{{"type":"entry","seq":{entry.seq},"transfer_id":"{entry.transfer_id}",'
-        f'"leg":{entry.leg},"direction":"{entry.direction}","account_id":"{entry.account_id}",'
-        f'"amount":{entry.amount},"currency":"{currency}",'
-        f'"posted_at":"{format_time(entry.posted_at)}"}}'
+        f'{{"type":"entry","seq":{seq},"transfer_id":"{transfer_id}","leg":{leg},'
+        f'"direction":"{direction}","account_id":"{account_id}","amount":{amount},'
+        f'"currency":"{currency}","posted_at":"{format_time(posted_at)}"}}'
     )
 
 

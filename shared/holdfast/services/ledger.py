@@ -9,6 +9,7 @@ is simply in a later checkpoint: the ledger order is seq, and it is complete by 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from holdfast.domain.accounts import NormalBalance
 from holdfast.domain.errors import AccountNotFound, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
-EntryRecord = TypeVar("EntryRecord")
+Row = TypeVar("Row", repo.SealedRow, repo.ExportRow)
 SOURCE = "/holdfast/ledger"
 CHECK_FINDINGS_MAX = 20
 
@@ -264,38 +265,48 @@ def export_range(db: Database, first: int | None, last: int | None) -> ExportRan
 
 def export_records(db: Database, span: ExportRange) -> Iterator[dict[str, Any]]:
     """The export as records, read page by page (sealed history does not change)."""
-    yield from _export(db, span, ledger.entry_line)
-
-
-def _export(
-    db: Database, span: ExportRange, entry_record: Callable[[ledger.LedgerEntry], EntryRecord]
-) -> Iterator[dict[str, Any] | EntryRecord]:
     yield ledger.export_header(span.first, span.last, span.at)
     checkpoints = entries = 0
-    for checkpoint, rows in sealed_pages(db, span.first, span.last):
+    for checkpoint, rows in sealed_pages(db, span.first, span.last, repo.sealed_range):
         yield ledger.checkpoint_line(checkpoint, [row.leaf for row in rows])
         checkpoints += 1
         for entry in repo.entries_of(rows):
-            yield entry_record(entry)
+            yield ledger.entry_line(entry)
             entries += 1
     yield ledger.end_line(checkpoints, entries)
 
 
 def export_lines(db: Database, span: ExportRange) -> Iterator[str]:
-    """`export_records` as JSON Lines (without the newline): entries by the fast encoder
-    `ledger.entry_json`, the other records by `json.dumps`; the same bytes either way."""
-    for record in _export(db, span, ledger.entry_json):
-        yield record if isinstance(record, str) else json.dumps(record, separators=(",", ":"))
+    """`export_records` as JSON Lines (without the newline), the same bytes as `json.dumps`
+    of each record, read through `repo.export_rows` (the export's hot path)."""
+
+    def line(record: dict[str, Any]) -> str:
+        return json.dumps(record, separators=(",", ":"))
+
+    yield line(ledger.export_header(span.first, span.last, span.at))
+    checkpoints = entries = 0
+    for checkpoint, rows in sealed_pages(db, span.first, span.last, repo.export_rows):
+        yield line(ledger.checkpoint_line(checkpoint, [row.leaf for row in rows]))
+        checkpoints += 1
+        for row in rows:
+            if row.line is not None:
+                yield row.line
+                entries += 1
+    yield line(ledger.end_line(checkpoints, entries))
 
 
 def sealed_pages(
-    db: Database, first: int, last: int
-) -> Iterator[tuple[ledger.Checkpoint, list[repo.SealedRow]]]:
-    """Checkpoints first..last with their sealed rows, a bounded page per transaction."""
+    db: Database,
+    first: int,
+    last: int,
+    read_range: Callable[[Connection, int, int], list[Row]],
+) -> Iterator[tuple[ledger.Checkpoint, list[Row]]]:
+    """Checkpoints first..last with their sealed rows (as `read_range` reads a seq range), a
+    bounded page per transaction."""
     number = first
     while number <= last:
-        batch: list[tuple[ledger.Checkpoint, list[repo.SealedRow]]] = _read(
-            db, lambda c, start=number: _sealed_page(c, start, last)
+        batch: list[tuple[ledger.Checkpoint, list[Row]]] = _read(
+            db, functools.partial(_sealed_page, start=number, last=last, read_range=read_range)
         )
         if not batch:
             return
@@ -304,8 +315,11 @@ def sealed_pages(
 
 
 def _sealed_page(
-    connection: Connection, start: int, last: int
-) -> list[tuple[ledger.Checkpoint, list[repo.SealedRow]]]:
+    connection: Connection,
+    start: int,
+    last: int,
+    read_range: Callable[[Connection, int, int], list[Row]],
+) -> list[tuple[ledger.Checkpoint, list[Row]]]:
     page = repo.list_checkpoints(connection, after=start - 1, limit=limits.page_limit_max)
     chosen: list[ledger.Checkpoint] = []
     for checkpoint in page:
@@ -319,9 +333,9 @@ def _sealed_page(
         chosen.append(checkpoint)
     if not chosen:
         return []
-    rows = repo.sealed_range(connection, chosen[0].first_seq, chosen[-1].last_seq)
+    rows = read_range(connection, chosen[0].first_seq, chosen[-1].last_seq)
     # A checkpoint covers its seq range (rows come in seq order).
-    grouped: list[tuple[ledger.Checkpoint, list[repo.SealedRow]]] = []
+    grouped: list[tuple[ledger.Checkpoint, list[Row]]] = []
     index = 0
     for checkpoint in chosen:
         start_index = index
@@ -354,7 +368,7 @@ def check(db: Database, keyring: ledger.Keyring, first: int | None = None) -> Ch
             f"checkpoint {span.first}", ledger.export_header(span.first, span.last, span.at)
         )
         checkpoints = entries = 0
-        for checkpoint, rows in sealed_pages(db, span.first, span.last):
+        for checkpoint, rows in sealed_pages(db, span.first, span.last, repo.sealed_range):
             where = f"checkpoint {checkpoint.number}"
             verifier.feed(where, ledger.checkpoint_line(checkpoint, [r.leaf for r in rows]))
             checkpoints += 1
