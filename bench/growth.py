@@ -321,6 +321,7 @@ def measure(http_client: Http, path: str, samples: int) -> tuple[float, float]:
 
 def export_and_verify(http_client: Http, home: Path, entries: int) -> None:
     export = home / "ledger.jsonl"
+    http_client.connection.close()  # a fresh connection: the last one may have idled out
     started = time.perf_counter()
     http_client.connection.request("GET", "/v1/ledger/export", headers=http_client.headers)
     response = http_client.connection.getresponse()

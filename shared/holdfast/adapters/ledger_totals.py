@@ -5,7 +5,9 @@ reads are one statement each: index probes for the bounds and the base totals, p
 at most a block or two of entries and the sealing queue. The tail's entries are read through
 LATERAL subqueries kept apart by `OFFSET 0` (the planner may not flatten them), so that each
 is a primary-key probe from the sequence range or the queue (both small), never a scan of
-the entries (all of history) that a stale row estimate could otherwise choose. Both sides
+the entries (all of history) that a stale row estimate could otherwise choose; the base
+totals compare with `(SELECT base_seq FROM bounds)`, a value, so that it bounds the index
+range (as a join filter it would walk back through all the account's later totals). Both sides
 run at snapshot isolation (`adapters.ledger.snapshot`), so a read sees whole seals.
 """
 
@@ -51,8 +53,8 @@ ACCOUNT_AS_OF = sa.text(
     f"""
 WITH {BOUNDS},
 base AS (
-    SELECT t.debits, t.credits, t.entries FROM ledger_account_totals t CROSS JOIN bounds b
-    WHERE t.account_id = :account_id AND t.last_seq <= b.base_seq
+    SELECT t.debits, t.credits, t.entries FROM ledger_account_totals t
+    WHERE t.account_id = :account_id AND t.last_seq <= (SELECT base_seq FROM bounds)
     ORDER BY t.last_seq DESC LIMIT 1
 ),
 tail AS (
@@ -82,8 +84,8 @@ TRIAL_AS_OF = sa.text(
     f"""
 WITH {BOUNDS},
 base AS (
-    SELECT c.currency, c.debits, c.credits FROM ledger_currency_totals c CROSS JOIN bounds b
-    WHERE c.last_seq = b.base_seq
+    SELECT c.currency, c.debits, c.credits FROM ledger_currency_totals c
+    WHERE c.last_seq = (SELECT base_seq FROM bounds)
 ),
 tail AS (
     SELECT e.currency, e.direction, e.amount FROM tail_blocks p
