@@ -14,12 +14,15 @@ most of an hour; in bulk the database is the limit. Everything the reads use is 
 by the real sealer: `holdfast dev`'s once-a-second tick seals the queue (checkpoints, seal
 points, running totals) while the writes go on, and each size is measured once it is empty.
 
-At each size, once the sealing queue is empty, each read is timed over HTTP through the dev
-gateway `--samples` times (median and p99): the funding account's balance (now, and as of
-the middle of the history), the trial balance (now, and as of the middle), a spread account's
-balance, the funding account's transfer and entry pages, and the account itself. The table
-ends with largest / smallest (medians). At the largest size: the export streamed over HTTP
-to a file, and `holdfast audit verify` of it (a separate process), in entries per second.
+At each size, once the sealing queue is empty (and vacuumed: see `vacuum_queue`), each read
+is timed over HTTP through the dev gateway `--samples` times (median and p99): the funding
+account's balance (now, and as of the middle of the history), a spread account's balance, the
+trial balance (now, and as of the middle), the funding account's transfer and entry pages,
+and the account itself; the table ends with largest / smallest (medians). Then the ledger
+reads' SQL, new (running totals) and old (the plain sum before migration 0006), under EXPLAIN
+(ANALYZE, BUFFERS): buffers touched, which the machine's load does not move. At the largest
+size: bytes on disk per entry, the export streamed over HTTP to a file, and `holdfast audit
+verify` of it (a separate process), in entries per second.
 
 This is a script that prints figures, not a test: nothing here asserts a speed.
 """
