@@ -29,7 +29,7 @@ from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Signer, public_pem
 from holdfast.domain import ledger, ledger_totals
 from holdfast.domain.accounts import NormalBalance
-from holdfast.domain.errors import AccountNotFound, InvalidInput, NotFound
+from holdfast.domain.errors import AccountNotFound, ConcurrentInsert, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 Row = TypeVar("Row", repo.SealedRow, repo.ExportRow)
@@ -68,6 +68,13 @@ def seal_once(
     for _ in range(limits.ledger_seal_races_max):
         try:
             return db.run(work)
+        except ConcurrentInsert as error:
+            # Database.run re-read after each lost race and other sealers kept sealing first:
+            # the entries were sealed, by them, which is all this call was for.
+            if str(error) not in repo.RACE_CONSTRAINTS:
+                raise
+            log.info("other sealers sealed first (%s); leaving it to them", error)
+            return None
         except IntegrityError as error:
             constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
             if constraint not in repo.RACE_CONSTRAINTS:
