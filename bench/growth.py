@@ -21,8 +21,9 @@ trial balance (now, and as of the middle), the funding account's transfer and en
 and the account itself; the table ends with largest / smallest (medians). Then the ledger
 reads' SQL, new (running totals) and old (the plain sum before migration 0006), under EXPLAIN
 (ANALYZE, BUFFERS): buffers touched, which the machine's load does not move. At the largest
-size: bytes on disk per entry, the export streamed over HTTP to a file, and `holdfast audit
-verify` of it (a separate process), in entries per second.
+size: bytes on disk per entry, the export streamed over HTTP to a file (direct from the
+ledger function, then through the dev gateway), and `holdfast audit verify` of it (a
+separate process), in entries per second.
 
 This is a script that prints figures, not a test: nothing here asserts a speed.
 """
@@ -322,8 +323,8 @@ def measure(http_client: Http, path: str, samples: int) -> tuple[float, float]:
     return statistics.median(times), p99
 
 
-def export_and_verify(http_client: Http, home: Path, entries: int) -> None:
-    export = home / "ledger.jsonl"
+def download(http_client: Http, export: Path, entries: int, label: str) -> None:
+    """GET the whole export into `export`, and print its rate."""
     http_client.connection.close()  # a fresh connection: the last one may have idled out
     started = time.perf_counter()
     http_client.connection.request("GET", "/v1/ledger/export", headers=http_client.headers)
@@ -335,9 +336,15 @@ def export_and_verify(http_client: Http, home: Path, entries: int) -> None:
     elapsed = time.perf_counter() - started
     size_mb = export.stat().st_size / 1e6
     print(
-        f"export over HTTP: {entries:,} entries, {size_mb:,.0f} MB in {elapsed:.1f} s "
+        f"export {label}: {entries:,} entries, {size_mb:,.0f} MB in {elapsed:.1f} s "
         f"({entries / elapsed:,.0f} entries/s)"
     )
+
+
+def export_and_verify(http_client: Http, direct: Http, home: Path, entries: int) -> None:
+    export = home / "ledger.jsonl"
+    download(direct, export, entries, "direct from the ledger function")
+    download(http_client, export, entries, "through the dev gateway")
     status, key = http_client.get("/v1/ledger/public-key")
     assert status == 200
     key_file = home / "ledger-public.pem"
@@ -390,7 +397,8 @@ def run(url: str, home: Path, sizes: list[int], samples: int) -> None:
             cells = "".join(f"{f'{b:,} / {ms:.1f}':>17}" for b, ms in row)
             print(f"{name:<34}{cells}   {row[-1][0] / max(row[0][0], 1):.2f}x")
         print()
-        export_and_verify(http_client, home, ledger.entries)
+        direct = Http(dev.functions["ledger"], dev.token("bench", SCOPE))
+        export_and_verify(http_client, direct, home, ledger.entries)
     finally:
         db.dispose()
         stop_dev(dev)
