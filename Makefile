@@ -100,6 +100,7 @@ flakiness: $(STAMP)
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/growth.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-ops .venv-image .holdfast .pytest_cache .mypy_cache .ruff_cache

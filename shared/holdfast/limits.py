@@ -60,6 +60,9 @@ ledger_audit_path_hashes_max: Final = 64
 # checkpoint records about 0.6 MB).
 audit_json_file_bytes_max: Final = 64 * 1024 * 1024
 audit_json_file_lines_max: Final = 100_000
+# Running totals are kept at the end of each block of about this many sealed entries: a
+# point-in-time read sums at most a block or two of entries besides its index lookups.
+ledger_totals_block_entries: Final = 256
 
 # How often the relay measures the outbox backlog for its gauges.
 relay_measure_interval_s: Final = 5.0

@@ -40,7 +40,15 @@ SCRIPT = ROOT / "infra" / "terraform" / "modules" / "app" / "grant_app_user.py"
 FUNCTIONS = ("accounts", "transfers", "ledger", "relay")
 PASSWORD = "A" * 24
 DENIED = r"permission denied|must be owner"
-HISTORY = ("ledger_entries", "ledger_sequence", "ledger_checkpoints", "ledger_keys")
+HISTORY = (
+    "ledger_entries",
+    "ledger_sequence",
+    "ledger_checkpoints",
+    "ledger_keys",
+    "ledger_seal_points",
+    "ledger_account_totals",
+    "ledger_currency_totals",
+)
 
 # What each role may do, written out independently of the migration (S I U D).
 MATRIX: dict[str, dict[str, str]] = {
@@ -67,6 +75,9 @@ MATRIX: dict[str, dict[str, str]] = {
         "ledger_sequence": "SI",
         "ledger_checkpoints": "SI",
         "ledger_keys": "SI",
+        "ledger_seal_points": "SI",
+        "ledger_account_totals": "SI",
+        "ledger_currency_totals": "SI",
         "outbox": "I",
     },
     "holdfast_relay": {"outbox": "SUD"},

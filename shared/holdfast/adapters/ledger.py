@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +22,7 @@ from holdfast import limits
 from holdfast.adapters import tables as t
 from holdfast.domain.accounts import Direction, NormalBalance
 from holdfast.domain.errors import InvariantViolation
-from holdfast.domain.ledger import Checkpoint, LedgerEntry, Sealed
+from holdfast.domain.ledger import Checkpoint, LedgerEntry, Sealed, entry_json_of
 from holdfast.domain.transfers import Entry, entry_id
 
 metadata = sa.MetaData()
@@ -61,7 +61,12 @@ ledger_keys = sa.Table(
 
 # A second sealer that lost the race for the same checkpoint or entries hits one of these.
 RACE_CONSTRAINTS = frozenset(
-    {"ledger_checkpoints_pkey", "ledger_sequence_pkey", "ledger_sequence_entry_id_key"}
+    {
+        "ledger_checkpoints_pkey",
+        "ledger_sequence_pkey",
+        "ledger_sequence_entry_id_key",
+        "ledger_seal_points_pkey",
+    }
 )
 
 ENTRY_COLUMNS = "e.transfer_id, e.leg, e.direction, e.account_id, e.amount, e.currency, e.posted_at"
@@ -260,7 +265,7 @@ def sealed_range(connection: Connection, first_seq: int, last_seq: int) -> list[
             "WHERE s.seq BETWEEN :first AND :last ORDER BY s.seq"
         ),
         {"first": first_seq, "last": last_seq},
-    )
+    ).all()  # one fetchall: the driver converts the page's rows in one call, not per row
     return [
         SealedRow(
             seq=row.seq,
@@ -304,6 +309,60 @@ def proof_material(
     leaves = bytes(joined or b"")
     entry = _ledger_entry(row) if row.found is not None else None
     return entry, checkpoint, [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """One sealed row as the export writes it: its leaf, and its entry's line (None: gone)."""
+
+    seq: int
+    leaf: bytes
+    line: str | None
+
+
+def export_rows(connection: Connection, first_seq: int, last_seq: int) -> list[ExportRow]:
+    """`sealed_range` for the export: only what it writes, UUIDs as text and times in UTC
+    from the database (no UUID objects to build and print again, no time zone to convert),
+    each entry's line encoded at once."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT s.seq, s.leaf_hash, CAST(e.transfer_id AS TEXT) AS transfer_id, e.leg, "
+            "e.direction, CAST(e.account_id AS TEXT) AS account_id, e.amount, e.currency, "
+            "e.posted_at AT TIME ZONE 'UTC' AS posted_at "
+            "FROM ledger_sequence s LEFT JOIN ledger_entries e ON e.id = s.entry_id "
+            "WHERE s.seq BETWEEN :first AND :last ORDER BY s.seq"
+        ),
+        {"first": first_seq, "last": last_seq},
+    ).all()
+    return [
+        ExportRow(
+            seq,
+            bytes(leaf),
+            None
+            if transfer_id is None
+            else entry_json_of(
+                seq,
+                transfer_id,
+                leg,
+                direction,
+                account_id,
+                amount,
+                currency,
+                posted_at.replace(tzinfo=UTC),  # read as UTC: nothing left to convert
+            ),
+        )
+        for (
+            seq,
+            leaf,
+            transfer_id,
+            leg,
+            direction,
+            account_id,
+            amount,
+            currency,
+            posted_at,
+        ) in rows
+    ]
 
 
 def list_checkpoints(connection: Connection, *, after: int, limit: int) -> list[Checkpoint]:

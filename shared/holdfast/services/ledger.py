@@ -9,21 +9,24 @@ is simply in a later checkpoint: the ledger order is seq, and it is complete by 
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy.engine import Connection
 
 from holdfast import limits, telemetry
 from holdfast.adapters import ledger as repo
+from holdfast.adapters import ledger_totals as totals_repo
 from holdfast.adapters import outbox, repository
 from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Signer, public_pem
-from holdfast.domain import ledger, proofs
+from holdfast.domain import ledger, ledger_totals, proofs
 from holdfast.domain.accounts import NormalBalance
 from holdfast.domain.errors import (
     AccountNotFound,
@@ -35,6 +38,7 @@ from holdfast.domain.errors import (
 )
 
 log = logging.getLogger(__name__)
+Row = TypeVar("Row", repo.SealedRow, repo.ExportRow)
 SOURCE = "/holdfast/ledger"
 CHECK_FINDINGS_MAX = 20
 
@@ -69,6 +73,7 @@ def seal_once(
         at = repository.now(connection)
         sealed = ledger.seal(previous, entries, created_at=at, signer=signer)
         repo.insert_sealed(connection, sealed)
+        record_totals(connection, sealed)
         repo.record_key(connection, signer.key_id, pem, at)
         outbox.append(connection, [checkpoint_event(sealed.checkpoint)], at)
         return sealed.checkpoint
@@ -82,6 +87,21 @@ def seal_once(
             raise
         log.info("other sealers sealed first (%s); leaving it to them", error)
         return None
+
+
+def record_totals(connection: Connection, sealed: ledger.Sealed) -> None:
+    """The running totals at the seal points of a new checkpoint (domain.ledger_totals)."""
+    previous = totals_repo.latest_point(connection)
+    accounts = sorted({e.account_id for e in sealed.entries})
+    recorded = ledger_totals.record(
+        previous,
+        totals_repo.account_totals(connection, accounts),
+        totals_repo.currency_totals(connection, previous.last_seq) if previous else {},
+        sealed.checkpoint.number,
+        sealed.entries,
+        block_entries=limits.ledger_totals_block_entries,
+    )
+    totals_repo.insert(connection, recorded)
 
 
 def seal_pending(
@@ -167,24 +187,24 @@ class Balance:
 
 
 def balance(db: Database, account_id: UUID, as_of: datetime | None) -> Balance:
-    """The posted balance at `as_of` (default: now), summed from the immutable entries."""
+    """The posted balance at `as_of` (default: now): the sum of the account's entries posted
+    by then, read from the running totals at the last seal point before it plus a bounded
+    tail (domain.ledger_totals), so its cost does not grow with history."""
 
     def work(connection: Connection) -> Balance:
         at = as_of or repository.now(connection)
         terms = repo.account_terms(connection, account_id)
         if terms is None or terms.created_at > at:
             raise AccountNotFound(f"account {account_id} did not exist at {at.isoformat()}")
-        totals = repo.posted_totals(connection, account_id, at)
-        debits, debit_count = totals.get("debit", (0, 0))
-        credits, credit_count = totals.get("credit", (0, 0))
+        found = totals_repo.account_as_of(connection, account_id, at)
         return Balance(
             account_id,
             terms.currency,
             terms.normal_balance,
             at,
-            debits,
-            credits,
-            debit_count + credit_count,
+            found.debits,
+            found.credits,
+            found.entries,
         )
 
     result: Balance = _read(db, work)
@@ -192,9 +212,11 @@ def balance(db: Database, account_id: UUID, as_of: datetime | None) -> Balance:
 
 
 def trial_balance(db: Database, as_of: datetime | None) -> tuple[datetime, dict[str, Any]]:
+    """Per currency, debits and credits posted by `as_of`, from the totals (as `balance`)."""
+
     def work(connection: Connection) -> tuple[datetime, dict[str, dict[str, int]]]:
         at = as_of or repository.now(connection)
-        return at, repo.trial_totals(connection, at)
+        return at, totals_repo.trial_as_of(connection, at)
 
     at, totals = _read(db, work)
     return at, totals
@@ -274,7 +296,7 @@ def export_records(db: Database, span: ExportRange) -> Iterator[dict[str, Any]]:
     """The export as records, read page by page (sealed history does not change)."""
     yield ledger.export_header(span.first, span.last, span.at)
     checkpoints = entries = 0
-    for checkpoint, rows in sealed_pages(db, span.first, span.last):
+    for checkpoint, rows in sealed_pages(db, span.first, span.last, repo.sealed_range):
         yield ledger.checkpoint_line(checkpoint, [row.leaf for row in rows])
         checkpoints += 1
         for entry in repo.entries_of(rows):
@@ -283,14 +305,37 @@ def export_records(db: Database, span: ExportRange) -> Iterator[dict[str, Any]]:
     yield ledger.end_line(checkpoints, entries)
 
 
+def export_lines(db: Database, span: ExportRange) -> Iterator[str]:
+    """`export_records` as JSON Lines (without the newline), the same bytes as `json.dumps`
+    of each record, read through `repo.export_rows` (the export's hot path)."""
+
+    def line(record: dict[str, Any]) -> str:
+        return json.dumps(record, separators=(",", ":"))
+
+    yield line(ledger.export_header(span.first, span.last, span.at))
+    checkpoints = entries = 0
+    for checkpoint, rows in sealed_pages(db, span.first, span.last, repo.export_rows):
+        yield line(ledger.checkpoint_line(checkpoint, [row.leaf for row in rows]))
+        checkpoints += 1
+        for row in rows:
+            if row.line is not None:
+                yield row.line
+                entries += 1
+    yield line(ledger.end_line(checkpoints, entries))
+
+
 def sealed_pages(
-    db: Database, first: int, last: int
-) -> Iterator[tuple[ledger.Checkpoint, list[repo.SealedRow]]]:
-    """Checkpoints first..last with their sealed rows, a bounded page per transaction."""
+    db: Database,
+    first: int,
+    last: int,
+    read_range: Callable[[Connection, int, int], list[Row]],
+) -> Iterator[tuple[ledger.Checkpoint, list[Row]]]:
+    """Checkpoints first..last with their sealed rows (as `read_range` reads a seq range), a
+    bounded page per transaction."""
     number = first
     while number <= last:
-        batch: list[tuple[ledger.Checkpoint, list[repo.SealedRow]]] = _read(
-            db, lambda c, start=number: _sealed_page(c, start, last)
+        batch: list[tuple[ledger.Checkpoint, list[Row]]] = _read(
+            db, functools.partial(_sealed_page, start=number, last=last, read_range=read_range)
         )
         if not batch:
             return
@@ -299,8 +344,11 @@ def sealed_pages(
 
 
 def _sealed_page(
-    connection: Connection, start: int, last: int
-) -> list[tuple[ledger.Checkpoint, list[repo.SealedRow]]]:
+    connection: Connection,
+    start: int,
+    last: int,
+    read_range: Callable[[Connection, int, int], list[Row]],
+) -> list[tuple[ledger.Checkpoint, list[Row]]]:
     page = repo.list_checkpoints(connection, after=start - 1, limit=limits.page_limit_max)
     chosen: list[ledger.Checkpoint] = []
     for checkpoint in page:
@@ -314,9 +362,9 @@ def _sealed_page(
         chosen.append(checkpoint)
     if not chosen:
         return []
-    rows = repo.sealed_range(connection, chosen[0].first_seq, chosen[-1].last_seq)
+    rows = read_range(connection, chosen[0].first_seq, chosen[-1].last_seq)
     # A checkpoint covers its seq range (rows come in seq order).
-    grouped: list[tuple[ledger.Checkpoint, list[repo.SealedRow]]] = []
+    grouped: list[tuple[ledger.Checkpoint, list[Row]]] = []
     index = 0
     for checkpoint in chosen:
         start_index = index
@@ -349,7 +397,7 @@ def check(db: Database, keyring: ledger.Keyring, first: int | None = None) -> Ch
             f"checkpoint {span.first}", ledger.export_header(span.first, span.last, span.at)
         )
         checkpoints = entries = 0
-        for checkpoint, rows in sealed_pages(db, span.first, span.last):
+        for checkpoint, rows in sealed_pages(db, span.first, span.last, repo.sealed_range):
             where = f"checkpoint {checkpoint.number}"
             verifier.feed(where, ledger.checkpoint_line(checkpoint, [r.leaf for r in rows]))
             checkpoints += 1
@@ -405,6 +453,8 @@ def _check_tables(db: Database, report: CheckReport) -> None:
                 f"account {account}: posted counters debits {debits} credits {credits}, "
                 f"but its entries sum to debits {ledger_debits} credits {ledger_credits}"
             )
+        findings.extend(totals_repo.point_findings(connection, n))
+        findings.extend(totals_repo.totals_findings(connection, n))
         return findings
 
     found: list[str] = _read(db, work)

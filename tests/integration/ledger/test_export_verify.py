@@ -276,3 +276,17 @@ def test_verify_ends_on_the_expected_digest(exported, public_key_file, tmp_path,
     )
     bad = CliRunner().invoke(main, [*pinned, "--expect-digest", "xyz"])
     assert bad.exit_code == 2 and "64 hex digits" in bad.output
+
+
+def test_the_fast_export_lines_are_the_records_json(db, signer):
+    """The HTTP export encodes entry lines straight from the rows (UUIDs as text, times in
+    UTC from the database): byte for byte `json.dumps` of the records the check reads."""
+    accounts = support.open_accounts(db, 5)
+    support.random_payments(db, accounts, 60)
+    support.seal_all(db, signer)
+    span = service.export_range(db, None, None)
+    records = list(service.export_records(db, span))
+    assert len(records) > 100
+    assert list(service.export_lines(db, span)) == [
+        json.dumps(record, separators=(",", ":")) for record in records
+    ]
