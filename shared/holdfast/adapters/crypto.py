@@ -64,15 +64,23 @@ class _KeySet:
 
 
 class MetadataCipher:
-    def __init__(self, keys: dict[str, bytes], active: str, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        keys: dict[str, bytes],
+        active: str,
+        source: Path | None = None,
+        source_stamp: tuple[int, int, int] | None = None,
+    ) -> None:
         self._keys = _KeySet.of(keys, active)
         self.source = source
-        self._source_stamp = _stamp(source) if source is not None else None
+        self._source_stamp = source_stamp  # the file as it was before it was read
         self._reload_lock = threading.Lock()
 
     @classmethod
     def from_file(cls, path: Path) -> MetadataCipher:
-        return cls(*read_key_file(path), source=path)
+        # Stamp first, then read: a file changed in between is read again when needed.
+        stamp = _stamp(path)
+        return cls(*read_key_file(path), source=path, source_stamp=stamp)
 
     @classmethod
     def dev(cls, home: Path) -> MetadataCipher:
@@ -113,6 +121,8 @@ class MetadataCipher:
         idempotency check keeps, so that the database alone cannot confirm a guessed name."""
         keys = self._keys
         key_id = key_id or keys.active
+        if key_id not in keys.fingerprint_keys:  # removed from the file since it was looked up
+            raise InvariantViolation(f"no metadata key {key_id!r} to fingerprint with")
         canonical = json.dumps(value, separators=(",", ":"), sort_keys=True)
         mac = hmac.new(keys.fingerprint_keys[key_id], f"{row_id}:{canonical}".encode(), "sha256")
         return f"hmac-sha256:{key_id}:{mac.hexdigest()}"
@@ -126,13 +136,14 @@ class MetadataCipher:
 
     def open(self, blob: bytes, *, row_id: str) -> dict[str, Any]:
         key_id = key_id_of(blob)
-        if not self.knows(key_id) and not (self._reload() and self.knows(key_id)):
+        cipher = self._keys.ciphers.get(key_id)  # one reading of the key set per call
+        if cipher is None and self._reload():
+            cipher = self._keys.ciphers.get(key_id)
+        if cipher is None:
             raise InvariantViolation(f"metadata sealed with unknown key {key_id!r}")
         start = 2 + len(key_id.encode())
         nonce, sealed = blob[start : start + NONCE_BYTES], blob[start + NONCE_BYTES :]
-        value: dict[str, Any] = json.loads(
-            self._keys.ciphers[key_id].decrypt(nonce, sealed, row_id.encode())
-        )
+        value: dict[str, Any] = json.loads(cipher.decrypt(nonce, sealed, row_id.encode()))
         return value
 
 

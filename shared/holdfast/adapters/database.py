@@ -55,6 +55,7 @@ IDEMPOTENCY_KEYS = frozenset(
         "ledger_checkpoints_pkey",
         "ledger_sequence_pkey",
         "ledger_sequence_entry_id_key",
+        "ledger_seal_points_pkey",  # the running totals' seal points, written by the same seal
     }
 )
 
