@@ -88,11 +88,17 @@ def create_engine(url: str, *, pool_size: int = 8, application_name: str = "hold
         max_overflow=pool_size,
         pool_timeout=10,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "application_name": application_name},
+        connect_args={"connect_timeout": 5, "application_name": application_name, **_utc(url)},
     )
     # A span per statement (text with placeholders only: values never leave the process).
     EngineTracer(trace.get_tracer(__name__), engine, _connections_usage())  # type: ignore[no-untyped-call]
     return engine
+
+
+def _utc(url: str) -> dict[str, str]:
+    """Interval arithmetic on timestamptz (days) follows the session's time zone: PostgreSQL
+    sessions are set to UTC, as CockroachDB's always are, so no read shifts at a DST change."""
+    return {} if sqlalchemy_url(url).startswith("cockroachdb") else {"options": "-c timezone=UTC"}
 
 
 def _connections_usage() -> metrics.UpDownCounter:
