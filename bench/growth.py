@@ -38,7 +38,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench import local  # noqa: E402
-from bench.ledger import fresh_database  # noqa: E402
+from bench.ledger import fresh_database, timed_verify  # noqa: E402
 from tests.e2e.conftest import start_dev, stop_dev  # noqa: E402
 
 from holdfast.adapters import ledger_totals as totals_repo  # noqa: E402
@@ -63,7 +62,6 @@ from holdfast.domain.actors import SYSTEM  # noqa: E402
 from holdfast.domain.transfers import entry_id  # noqa: E402
 from holdfast.services import accounts  # noqa: E402
 
-HOLDFAST = Path(sys.executable).parent / "holdfast"
 SCOPE = "accounts:read accounts:write transfers:read transfers:write ledger:read operator"
 SIZES = (10_000, 100_000, 500_000, 1_000_000, 2_000_000)
 QUICK_SIZES = (10_000, 30_000, 100_000)
@@ -350,18 +348,10 @@ def export_and_verify(http_client: Http, direct: Http, home: Path, entries: int)
     assert status == 200
     key_file = home / "ledger-public.pem"
     key_file.write_text(json.loads(key)["public_key"])
-    started = time.perf_counter()
-    verified = subprocess.run(
-        [str(HOLDFAST), "audit", "verify", str(export), "--public-key", str(key_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
+    elapsed, summary = timed_verify(export, key_file)
     print(
         f"audit verify:     {entries:,} entries in {elapsed:.1f} s "
-        f"({entries / elapsed:,.0f} entries/s)  {verified.stdout.strip()}"
+        f"({entries / elapsed:,.0f} entries/s)  {summary}"
     )
     export.unlink()
 

@@ -229,6 +229,20 @@ def main() -> None:
                 embedded.stop()
 
 
+def timed_verify(export: Path, public_key: Path) -> tuple[float, str]:
+    """`holdfast audit verify` on an export, as an auditor runs it: (seconds, its summary)."""
+    started = time.perf_counter()
+    verified = subprocess.run(
+        [str(HOLDFAST), "audit", "verify", str(export), "--public-key", str(public_key)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    assert verified.returncode == 0, verified.stdout + verified.stderr[-2000:]
+    return elapsed, verified.stdout.strip()
+
+
 def run(url: str, home: Path, args: argparse.Namespace) -> None:
     db = local.database(url, home, pool_size=4)
     signer = local.signer(url, home)
@@ -258,15 +272,7 @@ def run(url: str, home: Path, args: argparse.Namespace) -> None:
 
     key = home / "ledger-public.pem"
     key.write_text(public_pem(signer.public_key))
-    started = time.perf_counter()
-    verified = subprocess.run(
-        [str(HOLDFAST), "audit", "verify", str(export), "--public-key", str(key)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    elapsed, _ = timed_verify(export, key)
     print(f"verify:   {made:,} entries in {elapsed:.1f} s ({made / elapsed:,.0f} entries/s)")
 
     started = time.perf_counter()

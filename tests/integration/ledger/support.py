@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -68,6 +69,19 @@ def confirm(db: Database, transfer_id: UUID, amount: int | None = None) -> None:
         db, [transfers.Operation(ConfirmCommand(transfer_id, amount), SYSTEM)]
     )[0]
     assert outcome.error is None, outcome.error
+
+
+@contextlib.contextmanager
+def confirm_held_open(db: Database, transfer_id: UUID) -> Iterator[None]:
+    """Confirm `transfer_id` in a transaction left open while the block runs (other confirms
+    commit and sealers seal meanwhile), then commit it: a confirm that commits late."""
+    with db.engine.connect() as connection:
+        transaction = connection.begin()
+        transfers.apply(
+            connection, [transfers.Operation(ConfirmCommand(transfer_id), SYSTEM)], db.cipher
+        )
+        yield
+        transaction.commit()
 
 
 def random_payments(

@@ -12,10 +12,7 @@ from holdfast.adapters import ledger as ledger_repo
 from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Keyring, load_signer, private_pem
 from holdfast.domain import ledger
-from holdfast.domain.actors import SYSTEM
-from holdfast.domain.transfers import ConfirmCommand
 from holdfast.services import ledger as service
-from holdfast.services import transfers
 from tests.conftest import snapshot
 from tests.integration.ledger import support
 
@@ -73,14 +70,9 @@ def test_an_entry_that_commits_late_is_sealed_in_a_later_checkpoint(db, signer):
     source, target, other, another = support.open_accounts(db, 4)
     late = support.reserve([(source, target, 7)], immediate=False)
     support.pay(db, [late])
-    with db.engine.connect() as connection:
-        transaction = connection.begin()
-        transfers.apply(
-            connection, [transfers.Operation(ConfirmCommand(late.id), SYSTEM)], db.cipher
-        )
+    with support.confirm_held_open(db, late.id):
         support.pay(db, [support.reserve([(other, another, 1)]) for _ in range(3)])
         first = service.seal_pending(db, signer)
-        transaction.commit()
     second = service.seal_pending(db, signer)
     assert [cp.entry_count for cp in first + second] == [6, 2]
     late_entries = service.list_entries(db, account_id=None, transfer_id=late.id, after=0, limit=10)

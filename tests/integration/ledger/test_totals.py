@@ -26,11 +26,9 @@ from holdfast.adapters import ledger as repo
 from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Keyring, Ed25519Signer
 from holdfast.domain.accounts import Direction
-from holdfast.domain.actors import SYSTEM
 from holdfast.domain.errors import AccountNotFound
-from holdfast.domain.transfers import ConfirmCommand, entry_id
+from holdfast.domain.transfers import entry_id
 from holdfast.services import ledger as service
-from holdfast.services import transfers
 from tests.integration.ledger import support
 
 MICROSECOND = timedelta(microseconds=1)
@@ -183,15 +181,10 @@ def test_a_confirm_that_commits_after_a_seal(db: Database, signer: Ed25519Signer
     source, target, other, another = support.open_accounts(db, 4)
     late = support.reserve([(source, target, 7)], immediate=False)
     support.pay(db, [late])
-    with db.engine.connect() as connection:
-        transaction = connection.begin()
-        transfers.apply(
-            connection, [transfers.Operation(ConfirmCommand(late.id), SYSTEM)], db.cipher
-        )
+    with support.confirm_held_open(db, late.id):
         support.pay(db, [support.reserve([(other, another, 1)]) for _ in range(3)])
         support.seal_all(db, signer)
         assert_same_answers(db, [source, target, other, another])
-        transaction.commit()
     assert_same_answers(db, [source, target, other, another])
     support.pay(db, [support.reserve([(another, source, 5)])])
     support.seal_all(db, signer)
