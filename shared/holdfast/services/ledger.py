@@ -34,6 +34,7 @@ from holdfast.domain.errors import (
     InvalidInput,
     InvariantViolation,
     NotFound,
+    SerializationFailure,
     require,
 )
 
@@ -61,12 +62,15 @@ def seal_once(
 ) -> ledger.Checkpoint | None:
     """Seal one batch into the next checkpoint; None when nothing waits, or when other
     sealers kept sealing first (`Database.run` re-reads after each lost race, then gives up:
-    the entries were sealed, by them)."""
+    the entries were sealed, by them). A lost race shows as a duplicate key, or as 40001 on
+    every attempt while the head moved on; 40001 with a head that never moved is raised."""
     pem = public_pem(signer.public_key)
+    heads: list[int] = []  # the head each attempt found
 
     def work(connection: Connection) -> ledger.Checkpoint | None:
         repo.snapshot(connection, read_only=False)
         previous = repo.latest_checkpoint(connection)
+        heads.append(previous.number if previous else 0)
         entries = repo.queued_batch(connection, batch)
         if not entries:
             return None
@@ -87,6 +91,20 @@ def seal_once(
             raise
         log.info("other sealers sealed first (%s); leaving it to them", error)
         return None
+    except SerializationFailure:
+        if not heads or _head(db) == heads[0]:
+            raise  # nobody sealed meanwhile: not a lost race, a real failure to report
+        log.info("other sealers sealed first (40001 on every attempt); leaving it to them")
+        return None
+
+
+def _head(db: Database) -> int:
+    def work(connection: Connection) -> int:
+        repo.snapshot(connection, read_only=True)
+        latest = repo.latest_checkpoint(connection)
+        return latest.number if latest else 0
+
+    return int(db.run(work))
 
 
 def record_totals(connection: Connection, sealed: ledger.Sealed) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from holdfast.adapters import ledger as ledger_repo
 from holdfast.adapters.database import Database
 from holdfast.adapters.signing import Ed25519Keyring, load_signer, private_pem
 from holdfast.domain import ledger
+from holdfast.domain.errors import SerializationFailure
 from holdfast.services import ledger as service
 from tests.conftest import snapshot
 from tests.integration.ledger import support
@@ -131,6 +133,47 @@ def test_a_sealer_that_loses_every_race_reports_nothing(db, signer, monkeypatch)
     monkeypatch.undo()
     assert [c.number for c in service.seal_pending(db, signer)] == [2]
     assert_sealed_exactly_once(db)
+
+
+def test_a_sealer_failing_40001_while_others_seal_reports_nothing(
+    db, signer, make_db, monkeypatch
+):
+    """A sealer whose every attempt dies with 40001 while other sealers extend the chain lost
+    its races (the way they are lost under SERIALIZABLE): None, and nothing of its own written."""
+    a, b = support.open_accounts(db, 2)
+    support.pay(db, [support.reserve([(a, b, 1)]) for _ in range(4)])
+    other = make_db(pool_size=1, cipher=False)
+    insert_sealed = ledger_repo.insert_sealed
+
+    def lose(connection, sealed):
+        if connection.engine is other.engine:
+            return insert_sealed(connection, sealed)
+        assert service.seal_once(other, signer, batch=1) is not None  # another sealer wins
+        raise SerializationFailure("could not serialize access")
+
+    monkeypatch.setattr(ledger_repo, "insert_sealed", lose)
+    db.attempts_max = 3
+    assert service.seal_once(db, signer) is None
+    monkeypatch.setattr(ledger_repo, "insert_sealed", insert_sealed)
+    assert [c.entry_count for c in service.list_checkpoints(db, after=0, limit=10)] == [2, 2, 2]
+    assert [c.entry_count for c in service.seal_pending(db, signer)] == [2]
+    assert_sealed_exactly_once(db)
+
+
+def test_a_sealer_failing_40001_with_no_sealer_ahead_raises(db, signer, monkeypatch):
+    """40001 on every attempt while the head never moved is no lost race: it is reported."""
+    a, b = support.open_accounts(db, 2)
+    support.pay(db, [support.reserve([(a, b, 1)])])
+
+    def fail(connection, sealed):
+        raise SerializationFailure("could not serialize access")
+
+    monkeypatch.setattr(ledger_repo, "insert_sealed", fail)
+    db.attempts_max = 2
+    before = snapshot(db)
+    with pytest.raises(SerializationFailure):
+        service.seal_once(db, signer)
+    assert snapshot(db) == before
 
 
 def test_each_checkpoint_is_announced_through_the_outbox(db, signer):
