@@ -135,9 +135,7 @@ def test_a_sealer_that_loses_every_race_reports_nothing(db, signer, monkeypatch)
     assert_sealed_exactly_once(db)
 
 
-def test_a_sealer_failing_40001_while_others_seal_reports_nothing(
-    db, signer, make_db, monkeypatch
-):
+def test_a_sealer_failing_40001_while_others_seal_reports_nothing(db, signer, make_db, monkeypatch):
     """A sealer whose every attempt dies with 40001 while other sealers extend the chain lost
     its races (the way they are lost under SERIALIZABLE): None, and nothing of its own written."""
     a, b = support.open_accounts(db, 2)
