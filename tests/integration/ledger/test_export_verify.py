@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
+from holdfast import limits
+from holdfast.adapters import ledger as ledger_repo
 from holdfast.domain import ledger
+from holdfast.domain.errors import InvariantViolation
 from holdfast.entrypoints.cli import main
 from holdfast.services import ledger as service
 from tests.integration.ledger import support
@@ -278,15 +283,87 @@ def test_verify_ends_on_the_expected_digest(exported, public_key_file, tmp_path,
     assert bad.exit_code == 2 and "64 hex digits" in bad.output
 
 
-def test_the_fast_export_lines_are_the_records_json(db, signer):
+@pytest.mark.parametrize("page_entries", [limits.ledger_export_page_entries, 1])
+def test_the_fast_export_lines_are_the_records_json(db, signer, monkeypatch, page_entries):
     """The HTTP export encodes entry lines straight from the rows (UUIDs as text, times in
-    UTC from the database): byte for byte `json.dumps` of the records the check reads."""
+    UTC from the database), reading each page ahead in a thread: byte for byte `json.dumps`
+    of the records the check reads, in order, whether in one page or one page a checkpoint."""
+    monkeypatch.setattr(limits, "ledger_export_page_entries", page_entries)
     accounts = support.open_accounts(db, 5)
-    support.random_payments(db, accounts, 60)
-    support.seal_all(db, signer)
+    for _ in range(4):
+        support.random_payments(db, accounts, 15)
+        support.seal_all(db, signer)
     span = service.export_range(db, None, None)
     records = list(service.export_records(db, span))
-    assert len(records) > 100
+    assert len(records) > 100 and span.last >= 4
     assert list(service.export_lines(db, span)) == [
         json.dumps(record, separators=(",", ":")) for record in records
     ]
+
+
+def test_an_export_abandoned_midway_stops_reading_ahead(db, signer, monkeypatch):
+    """A client that goes away mid-export closes the stream: the read-ahead thread ends."""
+    monkeypatch.setattr(limits, "ledger_export_page_entries", 1)
+    accounts = support.open_accounts(db, 4)
+    for _ in range(3):
+        support.random_payments(db, accounts, 5)
+        support.seal_all(db, signer)
+    lines = service.export_lines(db, service.export_range(db, None, None))
+    assert json.loads(next(lines))["type"] == "export"
+    assert json.loads(next(lines))["type"] == "checkpoint"
+    assert any(t.name == "holdfast-read-ahead" for t in threading.enumerate())
+    lines.close()
+    assert not any(t.name == "holdfast-read-ahead" for t in threading.enumerate())
+
+
+def test_a_failed_page_read_fails_the_export(db, signer, monkeypatch):
+    """An error while a page is read ahead is raised to the export's reader, not lost."""
+    monkeypatch.setattr(limits, "ledger_export_page_entries", 1)
+    accounts = support.open_accounts(db, 4)
+    for _ in range(3):
+        support.random_payments(db, accounts, 5)
+        support.seal_all(db, signer)
+    reads = []
+
+    def failing_second_read(connection, first_seq, last_seq):
+        reads.append(first_seq)
+        if len(reads) == 2:
+            raise RuntimeError("the database went away")
+        return ledger_repo.export_rows(connection, first_seq, last_seq)
+
+    monkeypatch.setattr(service.repo, "export_rows", failing_second_read)
+    lines = service.export_lines(db, service.export_range(db, None, None))
+    with pytest.raises(RuntimeError, match="went away"):
+        list(lines)
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "2026-01-31 12:00:00.123456",
+        "2026-01-31 12:00:00.12",
+        "2026-01-31 12:00:00.1",
+        "2026-01-31 12:00:00",
+        "1999-12-31 23:59:59.999999",
+        "2026-02-28 00:00:00.00001",
+    ],
+)
+def test_times_as_the_database_prints_them_are_the_ledgers_times(db, printed):
+    """The export reads times as text: whatever the database prints (trailing zeros of the
+    fraction dropped, no fraction at all), the line carries the ledger's one form."""
+    with db.engine.connect() as connection:
+        text, value = connection.execute(
+            sa.text(
+                "SELECT CAST(t AT TIME ZONE 'UTC' AS TEXT), t FROM "
+                "(SELECT CAST(CAST(:printed AS TEXT) || '+00' AS TIMESTAMPTZ) AS t) AS x"
+            ),
+            {"printed": printed},
+        ).one()
+    assert text == printed  # what the database prints
+    assert ledger.time_of_database_text(text) == ledger.format_time(value)
+
+
+def test_a_time_in_another_style_is_refused():
+    for printed in ("31.01.2026 12:00:00.123456", "01/31/2026 12:00:00.123456 UTC", ""):
+        with pytest.raises(InvariantViolation):
+            ledger.time_of_database_text(printed)
