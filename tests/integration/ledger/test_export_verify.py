@@ -301,13 +301,19 @@ def test_the_fast_export_lines_are_the_records_json(db, signer, monkeypatch, pag
     ]
 
 
-def test_an_export_abandoned_midway_stops_reading_ahead(db, signer, monkeypatch):
-    """A client that goes away mid-export closes the stream: the read-ahead thread ends."""
+@pytest.fixture
+def paged(db, signer, monkeypatch):
+    """Three checkpoints, each its own page of the export."""
     monkeypatch.setattr(limits, "ledger_export_page_entries", 1)
     accounts = support.open_accounts(db, 4)
     for _ in range(3):
         support.random_payments(db, accounts, 5)
         support.seal_all(db, signer)
+
+
+@pytest.mark.usefixtures("paged")
+def test_an_export_abandoned_midway_stops_reading_ahead(db):
+    """A client that goes away mid-export closes the stream: the read-ahead thread ends."""
     lines = service.export_lines(db, service.export_range(db, None, None))
     assert json.loads(next(lines))["type"] == "export"
     assert json.loads(next(lines))["type"] == "checkpoint"
@@ -316,13 +322,9 @@ def test_an_export_abandoned_midway_stops_reading_ahead(db, signer, monkeypatch)
     assert not any(t.name == "holdfast-read-ahead" for t in threading.enumerate())
 
 
-def test_a_failed_page_read_fails_the_export(db, signer, monkeypatch):
+@pytest.mark.usefixtures("paged")
+def test_a_failed_page_read_fails_the_export(db, monkeypatch):
     """An error while a page is read ahead is raised to the export's reader, not lost."""
-    monkeypatch.setattr(limits, "ledger_export_page_entries", 1)
-    accounts = support.open_accounts(db, 4)
-    for _ in range(3):
-        support.random_payments(db, accounts, 5)
-        support.seal_all(db, signer)
     reads = []
 
     def failing_second_read(connection, first_seq, last_seq):
