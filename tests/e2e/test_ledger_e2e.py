@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import HOLDFAST, Dev
@@ -52,9 +53,17 @@ def test_dev_seals_and_the_export_verifies_offline(dev: Dev, tmp_path: Path) -> 
     assert sorted(e["transfer_id"] for e in sealed) == sorted(transfer_ids)
     latest = auditor.get("/v1/ledger/checkpoints/latest").json()
     export = tmp_path / "ledger.jsonl"
-    export.write_bytes(
-        auditor.get("/v1/ledger/export", params={"to": str(latest["number"])}).content
+    through_gateway = auditor.get("/v1/ledger/export", params={"to": str(latest["number"])})
+    export.write_bytes(through_gateway.content)
+    # The gateway streams it on (never holding a whole export), byte for byte the function's.
+    assert through_gateway.headers.get("transfer-encoding") == "chunked"
+    direct = httpx.get(
+        f"{dev.functions['ledger']}/v1/ledger/export",
+        params={"to": str(latest["number"])},
+        headers={"Authorization": f"Bearer {dev.token('auditor', 'ledger:read')}"},
     )
+    assert direct.status_code == 200  # the same, but for the header's exported_at
+    assert direct.content.split(b"\n")[1:] == through_gateway.content.split(b"\n")[1:]
     key = tmp_path / "ledger.pem"  # curl -H "Accept: application/x-pem-file" ... > ledger.pem
     pem = auditor.get("/v1/ledger/public-key", headers={"Accept": "application/x-pem-file"})
     assert pem.headers["content-type"].startswith("application/x-pem-file")

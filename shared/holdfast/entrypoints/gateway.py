@@ -22,7 +22,7 @@ import aiohttp
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from holdfast.entrypoints.web import SECURITY_HEADERS
@@ -91,12 +91,17 @@ async def forward(
     body = await request.body()
     for attempt in (1, 2):
         try:
-            async with session.request(request.method, url, headers=headers, data=body) as upstream:
+            upstream = await session.request(request.method, url, headers=headers, data=body)
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            if upstream.content_length is None:  # streamed (the export): streamed on
+                return StreamingResponse(
+                    _relay(upstream), status_code=upstream.status, headers=out_headers
+                )
+            try:
                 content = await upstream.read()
-                out_headers = {
-                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-                }
-                return Response(content, status_code=upstream.status, headers=out_headers)
+            finally:
+                upstream.release()
+            return Response(content, status_code=upstream.status, headers=out_headers)
         except aiohttp.ServerDisconnectedError as error:
             # A kept-alive connection the function closed just as we reused it: nothing
             # was answered, and every Holdfast write is idempotent by its id: once more.
@@ -107,6 +112,16 @@ async def forward(
             break
     log.warning("upstream %s failed: %s", name, last)
     return problem_response(503, "unavailable", "Unavailable", f"{name} is unavailable")
+
+
+async def _relay(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """A streamed answer's body, chunk by chunk as the function writes it (a 600 MB export
+    is never held whole), the upstream connection released however the client leaves."""
+    try:
+        async for chunk in upstream.content.iter_any():
+            yield chunk
+    finally:
+        upstream.release()
 
 
 def build(
@@ -164,7 +179,8 @@ def build(
             aiohttp.ClientSession(
                 # Close idle connections before gunicorn's 2 s keep-alive does.
                 connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=1.0),
-                timeout=aiohttp.ClientTimeout(total=30),
+                # 30 s of silence fails a call; a long stream (the export) may take longer.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=30),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
