@@ -357,8 +357,10 @@ def export_and_verify(http_client: Http, direct: Http, home: Path, entries: int)
 
 
 def run(url: str, home: Path, sizes: list[int], samples: int) -> None:
-    dev = start_dev(home / "dev", {"HOLDFAST_DATABASE_URL": url, "HOLDFAST_RATE_LIMIT_PER_S": "0"})
-    db = local.database(url, home, pool_size=2)
+    dev_home = home / "dev"
+    dev = start_dev(dev_home, {"HOLDFAST_DATABASE_URL": url, "HOLDFAST_RATE_LIMIT_PER_S": "0"})
+    # The bench's own writes use holdfast dev's keys (its home): what they seal, it opens.
+    db = local.database(url, dev_home, pool_size=2)
     try:
         http_client = Http(dev.base_url, dev.token("bench", SCOPE))
         ledger = Ledger(db)

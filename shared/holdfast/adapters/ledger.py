@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -317,61 +317,49 @@ def proof_material(
     return entry, checkpoint, [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
 
 
-@dataclass(frozen=True, slots=True)
-class ExportRow:
-    """One sealed row as the export writes it: its leaf, and its entry's line (None: gone)."""
-
-    seq: int
-    leaf: bytes
-    line: str | None
+# One sealed row as the export reads it: seq, leaf, then its entry's columns as text where
+# text is what the line needs (all None when the entry row is gone). `export_line` writes it.
+ExportRow: TypeAlias = "sa.Row[tuple[Any, ...]]"
 
 
 def export_rows(connection: Connection, first_seq: int, last_seq: int) -> list[ExportRow]:
     """`sealed_range` for the export: only what it writes, UUIDs and the time as text in UTC
-    from the database (no UUID or datetime objects to build and print again), each entry's
-    line encoded at once. Each entry is fetched by its key (a lateral lookup; LIMIT 1 keeps
-    PostgreSQL from turning it into a hash join that scans every entry for each page)."""
-    rows = connection.execute(
-        sa.text(
-            "SELECT s.seq, s.leaf_hash, CAST(e.transfer_id AS TEXT), e.leg, e.direction, "
-            "CAST(e.account_id AS TEXT), e.amount, e.currency, "
-            "CAST(e.posted_at AT TIME ZONE 'UTC' AS TEXT) "
-            "FROM ledger_sequence s LEFT JOIN LATERAL ("
-            "SELECT x.transfer_id, x.leg, x.direction, x.account_id, x.amount, x.currency, "
-            "x.posted_at FROM ledger_entries x WHERE x.id = s.entry_id LIMIT 1) AS e ON true "
-            "WHERE s.seq BETWEEN :first AND :last ORDER BY s.seq"
-        ),
-        {"first": first_seq, "last": last_seq},
-    ).all()
-    return [
-        ExportRow(
-            seq,
-            bytes(leaf),
-            None
-            if transfer_id is None
-            else entry_json_of(
-                seq,
-                transfer_id,
-                leg,
-                direction,
-                account_id,
-                amount,
-                currency,
-                time_of_database_text(posted_at),
+    from the database (no UUID or datetime objects to build and print again). Each entry is
+    fetched by its key (a lateral lookup; LIMIT 1 keeps PostgreSQL from turning it into a
+    hash join that scans every entry for each page). The lines are written by the reader
+    (`export_line`), so a page read ahead in another thread leaves that work to it."""
+    rows: list[ExportRow] = list(
+        connection.execute(
+            sa.text(
+                "SELECT s.seq, s.leaf_hash AS leaf, CAST(e.transfer_id AS TEXT), e.leg, "
+                "e.direction, CAST(e.account_id AS TEXT), e.amount, e.currency, "
+                "CAST(e.posted_at AT TIME ZONE 'UTC' AS TEXT) "
+                "FROM ledger_sequence s LEFT JOIN LATERAL ("
+                "SELECT x.transfer_id, x.leg, x.direction, x.account_id, x.amount, x.currency, "
+                "x.posted_at FROM ledger_entries x WHERE x.id = s.entry_id LIMIT 1) AS e "
+                "ON true WHERE s.seq BETWEEN :first AND :last ORDER BY s.seq"
             ),
+            {"first": first_seq, "last": last_seq},
         )
-        for (
-            seq,
-            leaf,
-            transfer_id,
-            leg,
-            direction,
-            account_id,
-            amount,
-            currency,
-            posted_at,
-        ) in rows
-    ]
+    )
+    return rows
+
+
+def export_line(row: ExportRow) -> str | None:
+    """The entry line of an `export_rows` row; None when its entry row is gone."""
+    seq, _, transfer_id, leg, direction, account_id, amount, currency, posted_at = row
+    if transfer_id is None:
+        return None
+    return entry_json_of(
+        seq,
+        transfer_id,
+        leg,
+        direction,
+        account_id,
+        amount,
+        currency,
+        time_of_database_text(posted_at),
+    )
 
 
 def list_checkpoints(connection: Connection, *, after: int, limit: int) -> list[Checkpoint]:

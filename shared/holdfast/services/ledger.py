@@ -344,8 +344,9 @@ def export_lines(db: Database, span: ExportRange) -> Iterator[str]:
             yield line(ledger.checkpoint_line(checkpoint, [row.leaf for row in rows]))
             checkpoints += 1
             for row in rows:
-                if row.line is not None:
-                    yield row.line
+                entry = repo.export_line(row)
+                if entry is not None:
+                    yield entry
                     entries += 1
     yield line(ledger.end_line(checkpoints, entries))
 
