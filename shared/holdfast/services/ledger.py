@@ -9,13 +9,13 @@ is simply in a later checkpoint: the ledger order is seq, and it is complete by 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import json
 import logging
-import queue
-import threading
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -44,8 +44,9 @@ from holdfast.domain.errors import (
 
 log = logging.getLogger(__name__)
 Row = TypeVar("Row", repo.SealedRow, repo.ExportRow)
-T = TypeVar("T")
-READ_AHEAD_POLL_S = 0.1  # how soon a read-ahead thread notices that its reader went away
+# Threads reading export pages ahead: two keep the database busy on both of a small
+# machine's cores while this process writes (measured in docs/capacity.md).
+EXPORT_READERS = 2
 SOURCE = "/holdfast/ledger"
 CHECK_FINDINGS_MAX = 20
 
@@ -338,8 +339,8 @@ def export_lines(db: Database, span: ExportRange) -> Iterator[str]:
 
     yield line(ledger.export_header(span.first, span.last, span.at))
     checkpoints = entries = 0
-    pages = sealed_pages(db, span.first, span.last, repo.export_rows, read_ahead=True)
-    with contextlib.closing(pages):  # a reader gone mid-export stops the read-ahead at once
+    pages = sealed_pages(db, span.first, span.last, repo.export_rows, readers=EXPORT_READERS)
+    with contextlib.closing(pages):  # a client gone mid-export stops the reads at once
         for checkpoint, rows in pages:
             yield line(ledger.checkpoint_line(checkpoint, [row.leaf for row in rows]))
             checkpoints += 1
@@ -357,99 +358,85 @@ def sealed_pages(
     last: int,
     read_range: Callable[[Connection, int, int], list[Row]],
     *,
-    read_ahead: bool = False,
+    readers: int = 0,
 ) -> Generator[tuple[ledger.Checkpoint, list[Row]], None, None]:
     """Checkpoints first..last with their sealed rows (as `read_range` reads a seq range), a
-    bounded page per transaction; `read_ahead`: the next page is read while this one is used."""
-    pages = _pages(db, first, last, read_range)
-    with contextlib.closing(_read_ahead(pages) if read_ahead else pages) as batches:
-        for batch in batches:
-            yield from batch
+    bounded page per transaction (sealed history never changes, so pages need not share one).
+    `readers` > 0: that many threads read the next pages while this one's rows are used, each
+    in its own transaction, handed over in order (the database works while this process
+    writes); closing the generator lets the reads in flight finish and starts no more."""
+    plans = _page_plans(db, first, last)
 
-
-def _pages(
-    db: Database,
-    first: int,
-    last: int,
-    read_range: Callable[[Connection, int, int], list[Row]],
-) -> Generator[list[tuple[ledger.Checkpoint, list[Row]]], None, None]:
-    number = first
-    while number <= last:
-        batch: list[tuple[ledger.Checkpoint, list[Row]]] = _read(
-            db, functools.partial(_sealed_page, start=number, last=last, read_range=read_range)
+    def page(plan: list[ledger.Checkpoint]) -> list[tuple[ledger.Checkpoint, list[Row]]]:
+        rows: list[tuple[ledger.Checkpoint, list[Row]]] = _read(
+            db, functools.partial(_sealed_page, plan=plan, read_range=read_range)
         )
-        if not batch:
-            return
-        yield batch
-        number = batch[-1][0].number + 1
+        return rows
 
+    if readers <= 0:
+        for plan in plans:
+            yield from page(plan)
+        return
+    parent = otel_context.get_current()  # the readers' transactions are spans of this call
 
-def _read_ahead(items: Iterator[T]) -> Generator[T, None, None]:
-    """`items`, each produced in a thread while the one before is used: the database reads the
-    next page while this process writes the last (two cores at work instead of one at a time).
-    At most one item waits; an error in the thread is raised here; closing stops the thread."""
-    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    parent = otel_context.get_current()  # the thread's reads are spans of this request
-
-    def put(item: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            with contextlib.suppress(queue.Full):
-                handoff.put(item, timeout=READ_AHEAD_POLL_S)
-                return True
-        return False
-
-    def produce() -> None:
+    def read(plan: list[ledger.Checkpoint]) -> list[tuple[ledger.Checkpoint, list[Row]]]:
         token = otel_context.attach(parent)
         try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((False, None))
-        except BaseException as error:  # handed to the consumer, which raises it
-            put((False, error))
+            return page(plan)
         finally:
             otel_context.detach(token)
 
-    thread = threading.Thread(target=produce, name="holdfast-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, item = handoff.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+    with ThreadPoolExecutor(readers, thread_name_prefix="holdfast-page-reader") as pool:
+        in_flight: collections.deque[Future[list[tuple[ledger.Checkpoint, list[Row]]]]] = (
+            collections.deque()
+        )
+        try:
+            for plan in plans:
+                in_flight.append(pool.submit(read, plan))
+                if len(in_flight) > readers:
+                    yield from in_flight.popleft().result()
+            while in_flight:
+                yield from in_flight.popleft().result()
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+
+def _page_plans(db: Database, first: int, last: int) -> Iterator[list[ledger.Checkpoint]]:
+    """Checkpoints first..last cut into pages of about `ledger_export_page_entries` entries
+    (at least one checkpoint a page), from the checkpoints' own rows, a bounded list at a time."""
+    number = first
+    while number <= last:
+        listed = _read(
+            db,
+            functools.partial(repo.list_checkpoints, after=number - 1, limit=limits.page_limit_max),
+        )
+        chosen = [checkpoint for checkpoint in listed if checkpoint.number <= last]
+        if not chosen:
+            return
+        page: list[ledger.Checkpoint] = []
+        for checkpoint in chosen:
+            if (
+                page
+                and checkpoint.last_seq - page[0].first_seq >= limits.ledger_export_page_entries
+            ):
+                yield page
+                page = []
+            page.append(checkpoint)
+        yield page
+        number = chosen[-1].number + 1
 
 
 def _sealed_page(
     connection: Connection,
-    start: int,
-    last: int,
+    plan: list[ledger.Checkpoint],
     read_range: Callable[[Connection, int, int], list[Row]],
 ) -> list[tuple[ledger.Checkpoint, list[Row]]]:
-    page = repo.list_checkpoints(connection, after=start - 1, limit=limits.page_limit_max)
-    chosen: list[ledger.Checkpoint] = []
-    for checkpoint in page:
-        if checkpoint.number > last:
-            break
-        if (
-            chosen
-            and checkpoint.last_seq - chosen[0].first_seq >= limits.ledger_export_page_entries
-        ):
-            break
-        chosen.append(checkpoint)
-    if not chosen:
-        return []
-    rows = read_range(connection, chosen[0].first_seq, chosen[-1].last_seq)
+    rows = read_range(connection, plan[0].first_seq, plan[-1].last_seq)
     # A checkpoint covers its seq range (rows come in seq order).
     grouped: list[tuple[ledger.Checkpoint, list[Row]]] = []
     index = 0
-    for checkpoint in chosen:
+    for checkpoint in plan:
         start_index = index
         while index < len(rows) and rows[index].seq <= checkpoint.last_seq:
             index += 1
