@@ -66,6 +66,7 @@ SCOPE = "accounts:read accounts:write transfers:read transfers:write ledger:read
 SIZES = (10_000, 100_000, 500_000, 1_000_000, 2_000_000)
 QUICK_SIZES = (10_000, 30_000, 100_000)
 SPREAD_ACCOUNTS = 200
+Timing = tuple[float, float]  # median, p99 (ms)
 TRANSFERS_PER_TRANSACTION = 2_500
 
 
@@ -308,18 +309,28 @@ def print_storage(db: Database, entries: int) -> None:
 def vacuum_queue(db: Database) -> None:
     """The bench writes in bursts, so the empty queue is left with many dead rows, which a
     read's scan of the queue would visit until autovacuum runs (in steady state the queue
-    holds about a second of entries and autovacuum keeps up): vacuum it now."""
+    holds about a second of entries and autovacuum keeps up): vacuum it now. Then CHECKPOINT,
+    so no write-back of the burst's dirty pages runs under the reads (as for pgbench)."""
     with db.engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT").execute(
-            sa.text("VACUUM ledger_unsequenced")
-        )
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.execute(sa.text("VACUUM ledger_unsequenced"))
+        autocommit.execute(sa.text("CHECKPOINT"))
 
 
-def measure(http_client: Http, path: str, samples: int) -> tuple[float, float]:
-    http_client.timed(path)  # warm: connection, plan cache
-    times = sorted(http_client.timed(path) for _ in range(samples))
-    p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
-    return statistics.median(times), p99
+def measure_all(http_client: Http, paths: dict[str, str], samples: int) -> dict[str, Timing]:
+    """Each read `samples` times, taken in turns (read 1, read 2, ..., then again), so a
+    disturbance on the machine spreads over every read instead of landing on one."""
+    for path in paths.values():
+        http_client.timed(path)  # warm: connection, plan cache
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(samples):
+        for name, path in paths.items():
+            times[name].append(http_client.timed(path))
+    return {name: _timing(sorted(found)) for name, found in times.items()}
+
+
+def _timing(times: list[float]) -> Timing:
+    return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
 
 
 def download(http_client: Http, export: Path, entries: int, label: str) -> None:
@@ -379,8 +390,9 @@ def run(url: str, home: Path, sizes: list[int], samples: int) -> None:
                 f"{waited:.1f} s after the last write",
                 flush=True,
             )
-            for name, path in reads(ledger).items():
-                figures[name].append(measure(http_client, path(), samples))
+            paths = {name: path() for name, path in reads(ledger).items()}
+            for name, timing in measure_all(http_client, paths, samples).items():
+                figures[name].append(timing)
             for name, (blocks, ms) in database_work(db, ledger, max(3, samples // 4)).items():
                 work.setdefault(name, []).append((blocks, ms))
         print_table(reached, figures)
