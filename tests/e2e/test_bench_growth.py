@@ -31,6 +31,6 @@ def test_the_growth_benchmark_reads_exports_and_verifies_a_small_ledger() -> Non
     assert finished.returncode == 0, output[-3000:]
     assert "read (ms: median / p99)" in output
     assert "transfers page (funding, 100)" in output
-    assert "export over HTTP" in output
+    assert "export through the dev gateway: 600 entries" in output
     verified = next(line for line in output.splitlines() if line.startswith("audit verify:"))
     assert "OK: 600 entries of 300 transfers" in verified
