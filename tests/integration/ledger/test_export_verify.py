@@ -330,19 +330,24 @@ def test_an_export_abandoned_midway_stops_reading_ahead(db):
 
 @pytest.mark.usefixtures("paged")
 def test_a_failed_page_read_fails_the_export(db, monkeypatch):
-    """An error while a page is read ahead is raised to the export's reader, not lost."""
-    reads = []
+    """An error while a page is read ahead is raised to the export's reader, not lost: the
+    lines before the failed page come out, then the error."""
+    export_rows = ledger_repo.export_rows
+    second = service.list_checkpoints(db, after=0, limit=3)[1]
 
-    def failing_second_read(connection, first_seq, last_seq):
-        reads.append(first_seq)
-        if len(reads) == 2:
+    def failing_second_page(connection, first_seq, last_seq):
+        if first_seq == second.first_seq:  # whichever reader thread reads it, and when
             raise RuntimeError("the database went away")
-        return ledger_repo.export_rows(connection, first_seq, last_seq)
+        return export_rows(connection, first_seq, last_seq)
 
-    monkeypatch.setattr(service.repo, "export_rows", failing_second_read)
+    monkeypatch.setattr(ledger_repo, "export_rows", failing_second_page)
     lines = service.export_lines(db, service.export_range(db, None, None))
+    read = []
     with pytest.raises(RuntimeError, match="went away"):
-        list(lines)
+        read.extend(json.loads(line) for line in lines)
+    assert [r["type"] for r in read][:2] == ["export", "checkpoint"]
+    assert {r["type"] for r in read[2:]} == {"entry"}
+    assert all(r["seq"] < second.first_seq for r in read[2:])
 
 
 @pytest.mark.parametrize(
