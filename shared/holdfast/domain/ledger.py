@@ -603,15 +603,7 @@ class Verifier:
                 f"checkpoint {number} starts at seq {cp['first_seq']}, not right after "
                 f"checkpoint {previous['number']}'s last seq {previous['last_seq']}",
             )
-        count = cp["entry_count"]
-        if not 1 <= count <= limits.ledger_checkpoint_entries_max or (
-            cp["last_seq"] != cp["first_seq"] + count - 1
-        ):
-            raise TamperDetected(
-                where,
-                f"checkpoint {number}: seqs {cp['first_seq']}..{cp['last_seq']} "
-                f"do not hold {count} entries",
-            )
+        _check_count(where, cp)
 
     def _entry(self, where: str, record: dict[str, Any]) -> None:
         block = self.block
@@ -836,6 +828,12 @@ def checked_checkpoint(where: str, record: Any) -> dict[str, Any]:
     if not isinstance(record, dict) or "type" in record:
         raise TamperDetected(where, "not a checkpoint record")
     cp = _checkpoint_fields(where, record, ())
+    _check_count(where, cp)
+    return cp
+
+
+def _check_count(where: str, cp: Mapping[str, Any]) -> None:
+    """A checkpoint's seqs hold its entry_count entries, within the checkpoint size limit."""
     count = cp["entry_count"]
     if not 1 <= count <= limits.ledger_checkpoint_entries_max or (
         cp["last_seq"] != cp["first_seq"] + count - 1
@@ -845,7 +843,6 @@ def checked_checkpoint(where: str, record: Any) -> dict[str, Any]:
             f"checkpoint {cp['number']}: seqs {cp['first_seq']}..{cp['last_seq']} "
             f"do not hold {count} entries",
         )
-    return cp
 
 
 def _leaves(where: str, record: Mapping[str, Any], count: int) -> list[bytes]:
