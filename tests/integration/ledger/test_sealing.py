@@ -115,7 +115,16 @@ def test_concurrent_sealers_never_fork_or_repeat(db, signer, make_db):
     assert service.check(db, Ed25519Keyring([signer.public_key])).ok
 
 
-def test_a_sealer_that_loses_every_race_reports_nothing(db, signer, monkeypatch):
+@pytest.fixture
+def sealer(make_db) -> Database:
+    """A sealer process with few attempts and no injected faults, so that its attempts are
+    used up by the races each test stages, and nothing else (the fault pass included)."""
+    sealer_db = make_db(pool_size=1, cipher=False, faults=False)
+    sealer_db.attempts_max = 3
+    return sealer_db
+
+
+def test_a_sealer_that_loses_every_race_reports_nothing(db, sealer, signer, monkeypatch):
     """A sealer that reads the chain's head just before another sealer extends it loses the
     insert of that checkpoint, re-reads and may lose again: when its attempts run out, the
     entries it meant to seal are sealed (by the others), so it answers None, not an error."""
@@ -125,17 +134,18 @@ def test_a_sealer_that_loses_every_race_reports_nothing(db, signer, monkeypatch)
     support.pay(db, [support.reserve([(b, a, 1)])])
     # Always one step behind: every attempt sees the head before checkpoint 1 was sealed.
     monkeypatch.setattr(ledger_repo, "latest_checkpoint", lambda connection: None)
-    db.attempts_max = 3
     before = snapshot(db)
-    assert service.seal_once(db, signer) is None
+    assert service.seal_once(sealer, signer) is None
     assert snapshot(db) == before
-    assert db.retries >= 2  # it did race, and re-read after each lost insert
+    assert sealer.retries == 2  # it did race, and re-read after each lost insert
     monkeypatch.undo()
     assert [c.number for c in service.seal_pending(db, signer)] == [2]
     assert_sealed_exactly_once(db)
 
 
-def test_a_sealer_failing_40001_while_others_seal_reports_nothing(db, signer, make_db, monkeypatch):
+def test_a_sealer_failing_40001_while_others_seal_reports_nothing(
+    db, sealer, signer, make_db, monkeypatch
+):
     """A sealer whose every attempt dies with 40001 while other sealers extend the chain lost
     its races (the way they are lost under SERIALIZABLE): None, and nothing of its own written."""
     a, b = support.open_accounts(db, 2)
@@ -150,15 +160,15 @@ def test_a_sealer_failing_40001_while_others_seal_reports_nothing(db, signer, ma
         raise SerializationFailure("could not serialize access")
 
     monkeypatch.setattr(ledger_repo, "insert_sealed", lose)
-    db.attempts_max = 3
-    assert service.seal_once(db, signer) is None
+    assert service.seal_once(sealer, signer) is None
+    assert sealer.retries == 2
     monkeypatch.setattr(ledger_repo, "insert_sealed", insert_sealed)
     assert [c.entry_count for c in service.list_checkpoints(db, after=0, limit=10)] == [2, 2, 2]
     assert [c.entry_count for c in service.seal_pending(db, signer)] == [2]
     assert_sealed_exactly_once(db)
 
 
-def test_a_sealer_failing_40001_with_no_sealer_ahead_raises(db, signer, monkeypatch):
+def test_a_sealer_failing_40001_with_no_sealer_ahead_raises(db, sealer, signer, monkeypatch):
     """40001 on every attempt while the head never moved is no lost race: it is reported."""
     a, b = support.open_accounts(db, 2)
     support.pay(db, [support.reserve([(a, b, 1)])])
@@ -167,11 +177,11 @@ def test_a_sealer_failing_40001_with_no_sealer_ahead_raises(db, signer, monkeypa
         raise SerializationFailure("could not serialize access")
 
     monkeypatch.setattr(ledger_repo, "insert_sealed", fail)
-    db.attempts_max = 2
     before = snapshot(db)
     with pytest.raises(SerializationFailure):
-        service.seal_once(db, signer)
+        service.seal_once(sealer, signer)
     assert snapshot(db) == before
+    assert sealer.retries == 2
 
 
 def test_each_checkpoint_is_announced_through_the_outbox(db, signer):
