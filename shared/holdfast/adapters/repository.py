@@ -6,8 +6,9 @@ concurrent transactions queue instead of deadlocking.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,8 +16,9 @@ from uuid import UUID
 import psycopg
 import sqlalchemy as sa
 from opentelemetry import trace
+from psycopg.rows import dict_row
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from holdfast import telemetry
 from holdfast.adapters import tables as t
@@ -36,9 +38,8 @@ def now(connection: Connection) -> datetime:
 # -- accounts ---------------------------------------------------------------------------
 
 
-def _open(row: Row[Any], cipher: MetadataCipher) -> dict[str, Any]:
+def _open(m: Mapping[Any, Any], cipher: MetadataCipher) -> dict[str, Any]:
     """The row's metadata: sealed (AES-GCM) for every row written since migration 0003."""
-    m = row._mapping
     if m["metadata_sealed"] is None:
         legacy: dict[str, Any] = m["metadata"]
         return legacy
@@ -51,15 +52,14 @@ def _sealed(cipher: MetadataCipher, row_id: UUID, metadata: dict[str, Any]) -> d
     return {"metadata": {}, "metadata_sealed": sealed, "metadata_key_id": key_id_of(sealed)}
 
 
-def _account(row: Row[Any], cipher: MetadataCipher) -> Account:
-    m = row._mapping
+def _account(m: Mapping[Any, Any], cipher: MetadataCipher) -> Account:
     account = Account(
         id=m["id"],
         currency=m["currency"],
         owner=m["owner"],
         normal_balance=NormalBalance(m["normal_balance"]),
         overdraft_limit=m["overdraft_limit"],
-        metadata=_open(row, cipher),
+        metadata=_open(m, cipher),
         created_at=m["created_at"],
         status=Status(m["status"]),
         debits_posted=m["debits_posted"],
@@ -72,20 +72,98 @@ def _account(row: Row[Any], cipher: MetadataCipher) -> Account:
 
 # Plain SQL on the hot path: the statement text is fixed, so there is nothing to build or
 # cache per call (a Core select costs a cache-key walk each time), and both databases run it.
-_ACCOUNTS = (
+_ACCOUNTS_WITH_LAPSED = (
     "SELECT accounts.*, "
     "(SELECT coalesce(sum(h.amount), 0) FROM holds h WHERE h.account_id = accounts.id "
     " AND h.direction = 'debit' AND h.expires_at <= now()) AS debits_lapsed, "
     "(SELECT coalesce(sum(h.amount), 0) FROM holds h WHERE h.account_id = accounts.id "
     " AND h.direction = 'credit' AND h.expires_at <= now()) AS credits_lapsed, "
     "now() AS now_ "
-    "FROM accounts WHERE accounts.id = ANY(CAST(:ids AS UUID[])) ORDER BY accounts.id"
+    "FROM accounts WHERE "
 )
+_ACCOUNTS = _ACCOUNTS_WITH_LAPSED + "accounts.id = ANY(CAST(:ids AS UUID[])) ORDER BY accounts.id"
 READ_ACCOUNTS = sa.text(_ACCOUNTS)
 LOCK_ACCOUNTS = sa.text(_ACCOUNTS + " FOR UPDATE OF accounts")
 _TRANSFERS = "SELECT * FROM transfers WHERE id = ANY(CAST(:ids AS UUID[])) ORDER BY id"
 READ_TRANSFERS = sa.text(_TRANSFERS)
 LOCK_TRANSFERS = sa.text(_TRANSFERS + " FOR UPDATE")
+
+# `lock_book`'s statements, for the driver (psycopg placeholders). The accounts are those
+# named (a reserve's legs) and those of every leg of the transfers locked just before, read
+# from their stored legs: both locks then go out in one round trip, in the usual order. The
+# ids are gathered first (`ARRAY(...)`, computed once) so that the accounts are still found
+# by their key: a plan that scanned the table would lock all of it against writers
+# (PostgreSQL's SERIALIZABLE predicate locks).
+_LEGS_OF = (
+    "SELECT CAST(leg ->> '{side}_account_id' AS UUID) FROM (SELECT jsonb_array_elements(legs) "
+    "AS leg FROM transfers WHERE id = ANY(%(transfers)s)) AS {side}s"
+)
+LOCK_BOOK = (
+    "SELECT * FROM transfers WHERE id = ANY(%(transfers)s) ORDER BY id FOR UPDATE",
+    "SELECT now() AS now_",
+    _ACCOUNTS_WITH_LAPSED
+    + "accounts.id = ANY(ARRAY(SELECT unnest(CAST(%(accounts)s AS UUID[])) UNION "
+    + _LEGS_OF.format(side="debit")
+    + " UNION "
+    + _LEGS_OF.format(side="credit")
+    + ")) ORDER BY accounts.id FOR UPDATE OF accounts",
+)
+
+
+@contextlib.contextmanager
+def _pipeline(driver: psycopg.Connection[Any]) -> Iterator[None]:
+    """The pipeline the transaction already runs in (`Database.run(pipelined=True)`: its
+    statements go out with the commit), or one of its own (sent when the block ends)."""
+    if driver.info.pipeline_status != psycopg.pq.PipelineStatus.OFF:
+        yield
+        return
+    with driver.pipeline():
+        yield
+
+
+def _pipeline_span(statements: Sequence[str]) -> trace.Span:
+    span = telemetry.tracer().start_span("db.pipeline")
+    span.set_attribute("db.system", "postgresql")
+    span.set_attribute("db.operation.batch.size", len(statements))
+    span.set_attribute("db.statement", "; ".join(statements))
+    return span
+
+
+def lock_book(
+    connection: Connection,
+    transfer_ids: Iterable[UUID],
+    account_ids: Iterable[UUID],
+    cipher: MetadataCipher,
+) -> tuple[dict[UUID, Transfer], dict[UUID, Account], datetime]:
+    """Lock the transfers (by id), then the accounts named and every account their legs
+    touch (by id), and read the transaction's clock: one round trip, locks in the one order.
+
+    Returns the transfers, the accounts (with their lapsed holds) and the database's `now()`.
+    """
+    params = {"transfers": sorted(set(transfer_ids)), "accounts": sorted(set(account_ids))}
+    driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
+    with trace.use_span(_pipeline_span(LOCK_BOOK), end_on_exit=True):
+        try:
+            with _pipeline(driver):
+                cursors = [driver.cursor(row_factory=dict_row) for _ in LOCK_BOOK]
+                for cursor, sql in zip(cursors, LOCK_BOOK, strict=True):
+                    cursor.execute(sql, params)
+            transfer_rows, (clock,), account_rows = (c.fetchall() for c in cursors)
+        except psycopg.Error as error:
+            raise translate_driver_error(error) from error
+    transfers = {row["id"]: _transfer(row, cipher) for row in transfer_rows}
+    accounts: dict[UUID, Account] = {}
+    for row in account_rows:
+        account = _account(row, cipher)
+        account.debits_lapsed = int(row["debits_lapsed"])
+        account.credits_lapsed = int(row["credits_lapsed"])
+        accounts[account.id] = account
+    require(
+        all(a in accounts for x in transfers.values() for a in x.account_ids()),
+        "lock_book locks every account of every transfer it locks",
+    )
+    at: datetime = clock["now_"]
+    return transfers, accounts, at
 
 
 def load_accounts(
@@ -103,7 +181,7 @@ def load_accounts(
     accounts: dict[UUID, Account] = {}
     at = None
     for row in connection.execute(query, {"ids": wanted}):
-        account = _account(row, cipher)
+        account = _account(row._mapping, cipher)
         account.debits_lapsed = int(row.debits_lapsed)
         account.credits_lapsed = int(row.credits_lapsed)
         accounts[account.id] = account
@@ -192,8 +270,7 @@ def _legs(row_currency: str | None, legs: list[dict[str, Any]]) -> tuple[Leg, ..
     return loaded
 
 
-def _transfer(row: Row[Any], cipher: MetadataCipher) -> Transfer:
-    m = row._mapping
+def _transfer(m: Mapping[Any, Any], cipher: MetadataCipher) -> Transfer:
     return Transfer(
         id=m["id"],
         state=State(m["state"]),
@@ -201,7 +278,7 @@ def _transfer(row: Row[Any], cipher: MetadataCipher) -> Transfer:
         legs=_legs(m["currency"], m["legs"]),
         timeout_s=m["timeout_s"],
         immediate=m["immediate"],
-        metadata=_open(row, cipher),
+        metadata=_open(m, cipher),
         created_by=m["created_by"],
         created_at=m["created_at"],
         expires_at=m["expires_at"],
@@ -218,7 +295,8 @@ def load_transfers(
     if not wanted:
         return {}
     query = LOCK_TRANSFERS if lock else READ_TRANSFERS
-    return {row.id: _transfer(row, cipher) for row in connection.execute(query, {"ids": wanted})}
+    rows = connection.execute(query, {"ids": wanted})
+    return {row.id: _transfer(row._mapping, cipher) for row in rows}
 
 
 def lapsed_transfer_ids(connection: Connection, at: datetime, limit: int) -> list[UUID]:
@@ -285,7 +363,7 @@ def list_transfers(
             > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
         )
     query = query.where(*filters).order_by(t.transfers.c.created_at, t.transfers.c.id).limit(limit)
-    return [_transfer(row, cipher) for row in connection.execute(query)]
+    return [_transfer(row._mapping, cipher) for row in connection.execute(query)]
 
 
 # Effective state (a reservation past its expiry reads as expired), on transfers as `y`.
@@ -338,7 +416,7 @@ def _list_account_transfers(
             "limit": limit,
         },
     )
-    return [_transfer(row, cipher) for row in rows]
+    return [_transfer(row._mapping, cipher) for row in rows]
 
 
 class Writes:
@@ -348,7 +426,9 @@ class Writes:
     and the database must wait for the client between them. Inserts of many rows are one
     statement whose text never changes (`INSERT ... SELECT ... FROM unnest(arrays)`, which
     PostgreSQL and CockroachDB both run): prepared once, whatever the number of rows.
-    Errors surface at `flush`, sorted into transient or not like every other database error.
+    Errors surface at `flush`, sorted into transient or not like every other database error;
+    inside a pipelined transaction (`Database.run(pipelined=True)`) the writes go out with
+    its COMMIT instead, and their errors surface there.
     """
 
     def __init__(self) -> None:
@@ -382,17 +462,12 @@ class Writes:
     def flush(self, connection: Connection) -> None:
         if not self.statements:
             return
-        driver = connection.connection.driver_connection
-        span = telemetry.tracer().start_span("db.pipeline")
-        span.set_attribute("db.system", "postgresql")
-        span.set_attribute("db.operation.batch.size", len(self.statements))
-        span.set_attribute("db.statement", "; ".join(sql for sql, _ in self.statements))
+        driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
+        span = _pipeline_span([sql for sql, _ in self.statements])
+        # Not closed here: inside the transaction's own pipeline, its results arrive later.
+        cursor = driver.cursor()
         try:
-            with (
-                trace.use_span(span, end_on_exit=True),
-                driver.cursor() as cursor,  # type: ignore[union-attr]
-                driver.pipeline(),  # type: ignore[union-attr]
-            ):
+            with trace.use_span(span, end_on_exit=True), _pipeline(driver):
                 for sql, params in self.statements:
                     if isinstance(params, list):
                         cursor.executemany(sql, params)
@@ -581,6 +656,6 @@ def reseal_batch(connection: Connection, table: str, cipher: MetadataCipher, lim
         connection.execute(
             target.update()
             .where(target.c.id == row.id)
-            .values(**_sealed(cipher, row.id, _open(row, cipher)))
+            .values(**_sealed(cipher, row.id, _open(row._mapping, cipher)))
         )
     return len(rows)

@@ -88,7 +88,7 @@ def execute(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
 
 def execute_alone(db: Database, operations: Sequence[Operation]) -> list[Outcome]:
     """Apply operations in order in one transaction of their own (retried on 40001)."""
-    outcomes = db.run(lambda connection: apply(connection, operations, db.cipher))
+    outcomes = db.run(lambda connection: apply(connection, operations, db.cipher), pipelined=True)
     observe(operations, outcomes)
     return outcomes
 
@@ -192,16 +192,15 @@ def apply(
 ) -> list[Outcome]:
     """The body of `execute`, for callers that already hold a transaction (events)."""
     transfer_ids = {op.command.id for op in operations}
-    transfers = repository.load_transfers(connection, transfer_ids, lock=True, cipher=cipher)
-    account_ids = {a for x in transfers.values() for a in x.account_ids()}
-    for op in operations:
-        if isinstance(op.command, ReserveCommand):
-            for leg in op.command.legs:
-                account_ids.update((leg.debit_account_id, leg.credit_account_id))
+    named = {
+        account_id
+        for op in operations
+        if isinstance(op.command, ReserveCommand)
+        for leg in op.command.legs
+        for account_id in (leg.debit_account_id, leg.credit_account_id)
+    }
+    transfers, accounts, at = repository.lock_book(connection, transfer_ids, named, cipher)
     operations = [_fingerprinted(op, transfers, cipher) for op in operations]
-    accounts, at = repository.load_accounts(connection, account_ids, lock=True, cipher=cipher)
-    if at is None:  # no account involved (say, an empty cancel): ask the clock itself
-        at = repository.now(connection)
     book = Book(now=at, accounts=accounts, transfers=transfers)
     outcomes: list[Outcome] = []
     for op in operations:
