@@ -257,10 +257,16 @@ BEGIN = b"BEGIN ISOLATION LEVEL SERIALIZABLE"
 
 def _end_attempt(connection: Connection, driver: psycopg.Connection[Any]) -> None:
     """After a pipelined attempt: roll back what an error left open, give the connection
-    back as the pool lends it (not autocommit), or have the pool drop it if it cannot."""
+    back as the pool lends it (not autocommit), or have the pool drop it if it cannot.
+
+    `rollback()`, not a ROLLBACK statement: it also forgets psycopg's prepared statements.
+    An error early in the pipeline makes the server skip the statements queued after it,
+    preparations included, yet psycopg may already count one of those as prepared; the next
+    attempt would then name a statement the server never made (26000, not retried).
+    """
     try:
         if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            driver.execute(b"ROLLBACK", prepare=False)
+            driver.rollback()
         driver.autocommit = False
     except psycopg.Error:
         connection.invalidate()
