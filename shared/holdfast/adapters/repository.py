@@ -52,6 +52,14 @@ def _sealed(cipher: MetadataCipher, row_id: UUID, metadata: dict[str, Any]) -> d
     return {"metadata": {}, "metadata_sealed": sealed, "metadata_key_id": key_id_of(sealed)}
 
 
+def _account_with_lapsed(m: Mapping[Any, Any], cipher: MetadataCipher) -> Account:
+    """An account read with `_ACCOUNTS_WITH_LAPSED`: with its holds past expiry not swept."""
+    account = _account(m, cipher)
+    account.debits_lapsed = int(m["debits_lapsed"])
+    account.credits_lapsed = int(m["credits_lapsed"])
+    return account
+
+
 def _account(m: Mapping[Any, Any], cipher: MetadataCipher) -> Account:
     account = Account(
         id=m["id"],
@@ -152,12 +160,7 @@ def lock_book(
         except psycopg.Error as error:
             raise translate_driver_error(error) from error
     transfers = {row["id"]: _transfer(row, cipher) for row in transfer_rows}
-    accounts: dict[UUID, Account] = {}
-    for row in account_rows:
-        account = _account(row, cipher)
-        account.debits_lapsed = int(row["debits_lapsed"])
-        account.credits_lapsed = int(row["credits_lapsed"])
-        accounts[account.id] = account
+    accounts = {row["id"]: _account_with_lapsed(row, cipher) for row in account_rows}
     require(
         all(a in accounts for x in transfers.values() for a in x.account_ids()),
         "lock_book locks every account of every transfer it locks",
@@ -181,9 +184,7 @@ def load_accounts(
     accounts: dict[UUID, Account] = {}
     at = None
     for row in connection.execute(query, {"ids": wanted}):
-        account = _account(row._mapping, cipher)
-        account.debits_lapsed = int(row.debits_lapsed)
-        account.credits_lapsed = int(row.credits_lapsed)
+        account = _account_with_lapsed(row._mapping, cipher)
         accounts[account.id] = account
         at = row.now_
     return accounts, at
